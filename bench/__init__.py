@@ -1,0 +1,1 @@
+"""radtrace benchmarks: ``python -m bench.run`` runs each and writes bench/results/<name>.json."""
