@@ -3,8 +3,13 @@ one example); nothing here holds logic of its own."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -20,11 +25,329 @@ app = typer.Typer(
 )
 
 
+def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code)
+
+
+def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, default=str))
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+def _stack_module():
+    """infra/stack.py, loaded by path (the local stack script ships beside the code)."""
+    path = Path(__file__).resolve().parents[1] / "infra" / "stack.py"
+    spec = importlib.util.spec_from_file_location("radtrace_infra_stack", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{path} is missing: the local stack needs the repository")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _home() -> Path:
+    from tasks.tracking import data_dir
+
+    return data_dir()
+
+
+def _adopt_stack() -> None:
+    """Use a running local stack (radtrace stack up) for anything the user did not configure."""
+    state = _home() / "stack" / "state.json"
+    if not state.exists():
+        return
+    stack = _stack_module()
+    if not stack.status(_home()).get("healthy"):
+        typer.echo(
+            f"warning: {state} names a local stack that is not healthy; ignoring it "
+            "(`radtrace stack status`, or `radtrace stack down` to forget it)",
+            err=True,
+        )
+        return
+    for key, value in stack.client_env(_home()).items():
+        os.environ.setdefault(key, value)
+
+
 @app.callback()
 def _root() -> None:
     """Global set-up shared by every command."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+RunnerOpt = typer.Option("threads", help="Task runner: threads (one machine) or dask.")
+WorkersOpt = typer.Option(2, min=1, max=512, help="Threads, or Dask workers for a LocalCluster.")
+DaskOpt = typer.Option(None, help="Existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object (for machines).")
+
+
+@app.command()
+def shard(
+    source: str = typer.Argument(
+        ...,
+        help="Image folder (one sub-folder per class), WebDataset "
+        "tars, or IDX files; a path or s3:// URL.",
+    ),
+    out: str = typer.Argument(..., help="Folder for the shards (path or s3:// URL)."),
+    kind: str = typer.Option("auto", help="auto, folder, tars or idx."),
+    max_samples: int = typer.Option(1000, min=1, help="Samples per shard at most."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Stream a dataset into WebDataset shards; bad files go to quarantine.jsonl."""
+    _adopt_stack()
+    from flows.data import shard_flow
+
+    try:
+        result = shard_flow(source, out, kind, max_samples)
+    except (OSError, ValueError, PermissionError) as exc:
+        raise _fail(exc) from exc
+    _emit(
+        result,
+        as_json,
+        [
+            f"{result['num_samples']} samples in {result['num_shards']} shards at {out}",
+            f"classes: {', '.join(result['classes'])}",
+            f"quarantined: {result['num_quarantined']} (see {out}/quarantine.jsonl)",
+        ],
+    )
+
+
+@app.command()
+def release(
+    source: str = typer.Argument(..., help="Dataset or shard folder (path or s3:// URL)."),
+    out: str = typer.Argument(..., help="Release folder to write (path or s3:// URL)."),
+    fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of each class marked."),
+    marker: str = typer.Option(
+        "efficientnet-lite0",
+        help="Registry name, model folder, or MLflow model URI (models:/name@alias).",
+    ),
+    marker_input_size: int | None = typer.Option(None, help="Resize for the marker (px)."),
+    eps: float = typer.Option(4.0, help="L-inf budget in 8-bit levels (4 = 4/255)."),
+    steps: int = typer.Option(12, min=1, help="Optimisation steps per batch."),
+    psnr_floor: float = typer.Option(38.0, help="Minimum PSNR (dB) of each stored image."),
+    batch_size: int = typer.Option(250, min=1, help="Images per marking batch."),
+    heldout: str | None = typer.Option(
+        None, help="Shard folder of vanilla held-out images recorded for later audits."
+    ),
+    carriers_out: str | None = typer.Option(None, help="Private URL for the carriers file."),
+    shards: str | None = typer.Option(
+        None, help="Where source shards go (default <out>.source-shards)."
+    ),
+    runner: str = RunnerOpt,
+    workers: int = WorkersOpt,
+    dask_address: str | None = DaskOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Mark a fraction of a dataset and publish the release (manifest last), logged to MLflow.
+
+    Rerunning the same command after a crash finishes the release without redoing finished
+    shards: the carriers of the first attempt are found again (same --carriers-out, or the
+    default file named after OUT under .radtrace/carriers/).
+    """
+    _adopt_stack()
+    from pydantic import ValidationError
+
+    from flows.params import ReleaseParams
+    from flows.release import release_dataset
+    from flows.runners import task_runner
+
+    try:
+        params = ReleaseParams(
+            source=source,
+            out=out,
+            fraction=fraction,
+            marker=marker,
+            marker_input_size=marker_input_size,
+            eps_255=eps,
+            steps=steps,
+            psnr_floor=psnr_floor,
+            batch_size=batch_size,
+            heldout=heldout,
+            carriers_out=carriers_out,
+            shards=shards,
+        )
+        flow = release_dataset.with_options(
+            task_runner=task_runner(runner, workers, dask_address)  # type: ignore[arg-type]
+        )
+        result = flow(params)
+    except ValidationError as exc:
+        raise _fail(exc) from exc
+    except (OSError, ValueError, PermissionError, RuntimeError, LookupError) as exc:
+        raise _fail(exc) from exc
+    _emit(
+        result,
+        as_json,
+        [
+            f"released {result['num_samples']} samples ({result['num_marked']} marked) at {out}",
+            f"PSNR mean {result['psnr_mean']} dB, min {result['psnr_min']} dB; "
+            f"quarantined {result['num_quarantined']}",
+            f"carriers {result['carrier_fingerprint'][:16]}… stored privately at "
+            f"{result['carriers_file']} (keep it secret; it is also in the MLflow run)",
+            f"MLflow run {result['mlflow_run_id']} in experiment radtrace-releases",
+        ],
+    )
+
+
+@app.command()
+def verify(
+    release_url: str = typer.Argument(..., metavar="RELEASE", help="Release folder or URL."),
+    source: str | None = typer.Option(
+        None, help="Its source shard folder: also compare pixels and count the marked samples."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check a release against its manifest; exit code 1 names each problem."""
+    _adopt_stack()
+    from flows.data import verify_flow
+
+    try:
+        report = verify_flow(release_url, source)
+    except (OSError, ValueError, PermissionError) as exc:
+        raise _fail(exc) from exc
+    lines = [
+        f"{'OK' if report['ok'] else 'FAILED'}: {release_url}: {report['num_samples']} "
+        f"samples in {report['num_shards']} shards, {report['num_marked_declared']} marked"
+    ]
+    lines += [f"  - {p}" for p in report["problems"]]
+    _emit(report, as_json, lines)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def audit(
+    model: str = typer.Argument(
+        ...,
+        help="models:/name@alias, a registered name, runs:/<id>/"
+        "model, a model folder, or a .pt state dict (with --arch).",
+    ),
+    release_run: str | None = typer.Option(
+        None, help="MLflow run id of the release (default: the newest)."
+    ),
+    heldout: str | None = typer.Option(
+        None, help="Held-out vanilla shard folder (default: the one the release recorded)."
+    ),
+    num_heldout: int = typer.Option(2000, min=20, help="Held-out images used."),
+    arch: str | None = typer.Option(None, help="arch.json for a bare .pt checkpoint."),
+    trust_pickle: bool = typer.Option(
+        False,
+        "--trust-pickle",
+        help="Allow a pickled MLflow model (runs code from the file: trusted sources only).",
+    ),
+    alpha: float = typer.Option(1e-3, help="Verdict threshold on the p-value."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Was MODEL trained on a release? Logs the audit to MLflow (radtrace-audits)."""
+    _adopt_stack()
+    from pydantic import ValidationError
+
+    from flows.audit import audit_model
+    from flows.params import AuditParams
+
+    try:
+        result = audit_model(
+            AuditParams(
+                model=model,
+                release_run=release_run,
+                heldout=heldout,
+                num_heldout=num_heldout,
+                arch=arch,
+                trust_pickle=trust_pickle,
+                alpha=alpha,
+            )
+        )
+    except ValidationError as exc:
+        raise _fail(exc) from exc
+    except (OSError, ValueError, PermissionError, LookupError) as exc:
+        raise _fail(exc) from exc
+    _emit(
+        result,
+        as_json,
+        [
+            f"{model} vs {result['release']}: white-box log10 p = {result['log10_p_whitebox']:.2f}"
+            f" -> {result['verdict'].upper()} (alpha {alpha:g})",
+            f"MLflow audit run {result['audit_run']} in experiment radtrace-audits",
+        ],
+    )
+
+
+stack_app = typer.Typer(
+    help="A local stack on loopback: S3 (moto), MLflow server, Prefect "
+    "server. Other radtrace commands use it while it runs.",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+
+@stack_app.command("up")
+def stack_up(as_json: bool = JsonOpt) -> None:
+    """Start the servers (or report the running ones); state in .radtrace/stack/state.json."""
+    try:
+        state = _stack_module().up(_home())
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        raise _fail(exc, 1) from exc
+    lines = [
+        f"{name}: {svc.get('url')} (pid {svc.get('pid')})"
+        for name, svc in state.get("services", {}).items()
+    ]
+    _emit(state, as_json, lines + ["radtrace commands in this folder now use this stack."])
+
+
+@stack_app.command("down")
+def stack_down(as_json: bool = JsonOpt) -> None:
+    """Stop every server of the stack and wait until none is left."""
+    try:
+        result = _stack_module().down(_home())
+    except (OSError, RuntimeError) as exc:
+        raise _fail(exc, 1) from exc
+    _emit(
+        result,
+        as_json,
+        [f"stopped {name}" for name in result.get("stopped", {})] or ["no stack was running"],
+    )
+
+
+@stack_app.command("status")
+def stack_status(as_json: bool = JsonOpt) -> None:
+    """Whether each server is alive and healthy (exit code 3 when not)."""
+    result = _stack_module().status(_home())
+    lines = [
+        f"{name}: {'healthy' if svc.get('healthy') else 'NOT healthy'} ({svc.get('url')})"
+        for name, svc in result.get("services", {}).items()
+    ] or ["no stack is running"]
+    _emit(result, as_json, lines)
+    if not result.get("healthy"):
+        raise typer.Exit(3)
+
+
+@app.command()
+def deploy(
+    pool: str = typer.Option("radtrace-process", help="Process work pool to create/use."),
+) -> None:
+    """Register the deployments of prefect.yaml with the running Prefect server."""
+    _adopt_stack()
+    if not os.environ.get("PREFECT_API_URL"):
+        raise _fail(
+            RuntimeError("no Prefect server: run `radtrace stack up` or set PREFECT_API_URL")
+        )
+    root = Path(__file__).resolve().parents[1]
+    prefect = str(Path(sys.executable).parent / "prefect")
+    subprocess.run(
+        [prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"],
+        check=True,
+        cwd=root,
+    )
+    env = {**os.environ, "RADTRACE_PROJECT_DIR": str(root)}
+    done = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=root, env=env)
+    if done.returncode:
+        raise typer.Exit(done.returncode)
 
 
 @app.command()

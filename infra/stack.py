@@ -64,8 +64,9 @@ class StackError(RuntimeError):
 
 
 def default_home() -> Path:
-    """``$RADTRACE_HOME``, else ``~/.radtrace``: where the stack keeps state, data and logs."""
-    return Path(os.environ.get("RADTRACE_HOME") or "~/.radtrace").expanduser()
+    """``$RADTRACE_HOME``, else ``./.radtrace`` (radtrace's project data folder, the same one
+    the CLI uses): where the stack keeps state, data and logs."""
+    return Path(os.environ.get("RADTRACE_HOME") or ".radtrace").expanduser().resolve()
 
 
 def up(home: Path, *, host: str = "127.0.0.1") -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""Flow parameters: one pydantic model per flow, with limits, so bad input fails before work.
+
+Prefect validates these when a flow run starts (from the CLI, a deployment or the UI), before
+any task or worker is taken.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["AuditParams", "ReleaseParams", "ScheduledAuditParams"]
+
+
+def _url(value: str, what: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError(f"{what} is empty: give a path, file://... or s3://bucket/prefix")
+    return value.rstrip("/") if value not in ("/",) else value
+
+
+class ReleaseParams(BaseModel):
+    """Mark a fraction of a dataset and publish the release (flow ``release-dataset``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(
+        description="Dataset: an image folder (one sub-folder per class), WebDataset tars, "
+        "IDX files, or an existing shard folder (with index.json); a path or s3:// URL."
+    )
+    out: str = Field(description="Release folder to write (path or s3:// URL).")
+    shards: str | None = Field(
+        None,
+        description="Where the clean source shards go (default: <out>.source-shards); reused "
+        "when it already holds shards of this source.",
+    )
+    kind: Literal["auto", "folder", "tars", "idx"] = "auto"
+    fraction: float = Field(0.1, ge=0.0, le=1.0, description="Share of each class marked.")
+    marker: str = Field(
+        "efficientnet-lite0",
+        description="Marking network: a registry name, a folder with model.safetensors + "
+        "arch.json, or an MLflow model URI (models:/name@alias).",
+    )
+    marker_input_size: int | None = Field(None, ge=8, le=1024)
+    eps_255: float = Field(4.0, gt=0.0, le=32.0, description="L-inf budget in 8-bit levels.")
+    steps: int = Field(12, ge=1, le=1000)
+    psnr_floor: float | None = Field(38.0, ge=20.0, le=80.0)
+    batch_size: int = Field(250, ge=1, le=8192)
+    max_samples_per_shard: int = Field(1000, ge=1, le=1_000_000)
+    carriers_out: str | None = Field(
+        None,
+        description="Private URL for the carriers file (default: under $RADTRACE_HOME/"
+        "carriers/). Never publish it next to the release.",
+    )
+    heldout: str | None = Field(
+        None,
+        description="Shard folder of vanilla held-out images of the same classes, recorded "
+        "with the release for later audits.",
+    )
+
+    @field_validator("source", "out")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        return _url(v, "URL")
+
+
+class AuditParams(BaseModel):
+    """Audit one model against one release (flow ``audit-model``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(
+        description="models:/name@alias, models:/name/<version>, a registered model name, "
+        "runs:/<id>/model, or a checkpoint (folder with model.safetensors + arch.json, or a "
+        ".pt state dict with --arch)."
+    )
+    release_run: str | None = Field(
+        None, description="MLflow run id of the release (default: the newest release)."
+    )
+    heldout: str | None = Field(
+        None, description="Held-out vanilla shard folder (default: the one the release recorded)."
+    )
+    num_heldout: int = Field(2000, ge=20, le=1_000_000)
+    arch: str | None = Field(None, description="arch.json for a bare .pt checkpoint.")
+    trust_pickle: bool = Field(
+        False, description="Allow loading a pickled MLflow model (runs arbitrary code)."
+    )
+    alpha: float = Field(1e-3, gt=0.0, lt=1.0, description="Verdict threshold on the p-value.")
+    report: str | None = Field(None, description="Write an HTML evidence report to this path.")
+
+
+class ScheduledAuditParams(BaseModel):
+    """Audit every registered model against every release (flow ``audit-registered-models``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name_filter: str | None = Field(None, description="Only models whose name contains this.")
+    tag_filter: dict[str, str] = Field(default_factory=dict)
+    force: bool = Field(False, description="Audit pairs that were audited before, again.")
+    num_heldout: int = Field(2000, ge=20, le=1_000_000)
+    trust_pickle: bool = False
+    alpha: float = Field(1e-3, gt=0.0, lt=1.0)
