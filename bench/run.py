@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["BENCHMARKS", "RESULTS_DIR", "main", "write_json"]
 
-BENCHMARKS: tuple[str, ...] = ("bench.marking", "bench.shards")
+BENCHMARKS: tuple[str, ...] = ("bench.marking", "bench.shards", "bench.runners")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

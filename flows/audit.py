@@ -13,8 +13,11 @@ from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
 from flows.params import AuditParams, ScheduledAuditParams
+from radcore.blackbox import BlackboxDetection
 from radcore.carriers import Carriers
-from tasks.audit import load_heldout, load_suspect, verdict, whitebox_audit
+from radcore.probes import ProbeSet
+from tasks.audit import blackbox_audit, combined_verdict, load_suspect, whitebox_audit
+from tasks.datasets import load_images
 from tasks.models import marker_from_spec
 
 __all__ = ["audit_model", "audit_one", "audit_registered_models"]
@@ -26,6 +29,45 @@ def _command(model: str, release_run: str, heldout: str, num: int, alpha: float)
     return shlex.join(parts)
 
 
+def _blackbox(
+    release: Any, suspect: Any, reference: str | None, trust_pickle: bool
+) -> tuple[BlackboxDetection | None, str | None]:
+    """The black-box test when the release recorded a probe set; the clean reference is the
+    audit's ``reference``, else the one the release recorded, else none."""
+    from tasks import tracking
+
+    data = tracking.fetch_release_probes(release.run_id)
+    if data is None:
+        return None, None
+    probes = ProbeSet.from_bytes(data)
+    reference = reference or tracking.release_params(release.run_id).get("reference") or None
+    ref_model = load_suspect(reference, trust_pickle=trust_pickle) if reference else None
+    return blackbox_audit(suspect, probes, ref_model), reference
+
+
+def _blackbox_evidence(bb: BlackboxDetection | None, reference: str | None) -> dict[str, Any]:
+    if bb is None:
+        return {"ran": False, "why": "the release recorded no black-box probe set"}
+    return {
+        "ran": True,
+        "name": "black-box: per-class response of the suspect to probes marked with the true "
+        "carrier vs control carriers, regressed on a clean reference; Stouffer over classes; "
+        "p by permuting carrier roles (radcore.blackbox)",
+        "statistic": bb.statistic,
+        "reference": reference,
+        "num_probes": bb.num_probes,
+        "pool_size": bb.num_carriers,
+        "z": bb.z,
+        "z_per_class": list(bb.z_per_class),
+        "permutations": bb.permutations,
+        "null_mean": bb.null_mean,
+        "null_sd": bb.null_sd,
+        "log10_p": bb.log10_p,
+        "log10_p_permutation": bb.log10_p_permutation,
+        "tail": bb.tail,
+    }
+
+
 @task(name="audit", cache_policy=NONE, persist_result=False)
 def audit_one(
     model: str,
@@ -35,6 +77,8 @@ def audit_one(
     arch: str | None = None,
     trust_pickle: bool = False,
     alpha: float = 1e-3,
+    reference: str | None = None,
+    report: str | None = None,
 ) -> dict[str, Any]:
     """Everything for one (model, release) pair, inside one task: the carriers are read and
     used here and never leave it. Returns a summary without secrets."""
@@ -64,10 +108,12 @@ def audit_one(
     carriers = Carriers.from_bytes(carriers_bytes)
     marker = marker_from_spec(marker_info, weights=marker_bytes)
     suspect = load_suspect(model, arch=arch, trust_pickle=trust_pickle)
-    images, _ = load_heldout(heldout, num_heldout)
+    images, _ = load_images(heldout, num_heldout)
     result = whitebox_audit(suspect, marker, carriers, images)
     det = result.detection
-    decision = verdict(det.log10_p, alpha)
+    bb, reference = _blackbox(release, suspect, reference, trust_pickle)
+    tests = [det.log10_p] + ([bb.log10_p] if bb is not None else [])
+    decision, log10_p_adjusted = combined_verdict(tests, alpha)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     ref = tracking.ModelRef(suspect.name, suspect.version, suspect.run_id, model)
     evidence = {
@@ -96,6 +142,9 @@ def audit_one(
             "empirical_null_draws": len(result.null_log10_p),
             "empirical_null_share_at_or_below": result.null_p_below,
         },
+        "blackbox": _blackbox_evidence(bb, reference),
+        "decision_rule": "detected when min(p) x (number of tests) <= alpha (Bonferroni)",
+        "log10_p_adjusted": log10_p_adjusted,
         "alpha": alpha,
         "verdict": decision,
         "time_utc": now,
@@ -109,30 +158,62 @@ def audit_one(
             xlabel="log10 p",
         )
     }
+    if bb is not None:
+        figures["blackbox_null"] = null_figure(
+            bb.null_z,
+            bb.z,
+            title="Black-box Stouffer z: true carriers vs permuted carrier roles",
+            xlabel="z",
+        )
+    metrics = {
+        "log10_p_whitebox": det.log10_p,
+        "num_heldout": det.num_images,
+        "log10_p_adjusted": log10_p_adjusted,
+    }
+    if bb is not None:
+        metrics.update(
+            log10_p_blackbox=bb.log10_p,
+            z_blackbox=bb.z,
+            log10_p_blackbox_permutation=bb.log10_p_permutation,
+        )
+    from tasks.report import evidence_html
+
+    page = evidence_html(evidence, figures)
+    if report:
+        from tasks import storage
+
+        storage.write_bytes_atomic(report, page.encode())
     run_id = tracking.log_audit_run(
         model=ref,
         release=release,
-        metrics={"log10_p_whitebox": det.log10_p, "num_heldout": det.num_images},
-        params={"model": model, "heldout": heldout, "alpha": alpha, "test": "whitebox"},
+        metrics=metrics,
+        params={
+            "model": model,
+            "heldout": heldout,
+            "alpha": alpha,
+            "test": "whitebox+blackbox" if bb is not None else "whitebox",
+            "reference": reference or "",
+        },
         evidence=evidence,
         figures=figures,
+        report_html=page,
     )
     if ref.name is not None and ref.version is not None:
         tracking.tag_model_version(
             ref,
             {
                 "radtrace.release": release.release_url,
-                "radtrace.log10_p": f"{det.log10_p:.3f}",
+                "radtrace.log10_p": f"{log10_p_adjusted:.3f}",
                 "radtrace.verdict": decision,
                 "radtrace.audited_at": now,
-                f"radtrace.audit.{release.run_id}": f"{decision}; log10 p {det.log10_p:.3f}",
+                f"radtrace.audit.{release.run_id}": f"{decision}; log10 p {log10_p_adjusted:.3f}",
             },
         )
     if decision == "detected":
         emit_event(
             event="radtrace.audit.detected",
             resource={"prefect.resource.id": f"radtrace.model.{ref.name or model}"},
-            payload={"model": model, "release": release.release_url, "log10_p": det.log10_p},
+            payload={"model": model, "release": release.release_url, "log10_p": log10_p_adjusted},
         )
     return {
         "model": model,
@@ -141,6 +222,8 @@ def audit_one(
         "release": release.release_url,
         "release_run": release.run_id,
         "log10_p_whitebox": det.log10_p,
+        "log10_p_blackbox": bb.log10_p if bb is not None else None,
+        "log10_p": log10_p_adjusted,
         "verdict": decision,
         "audit_run": run_id,
     }
@@ -157,6 +240,8 @@ def audit_model(params: AuditParams) -> dict[str, Any]:
         params.arch,
         params.trust_pickle,
         params.alpha,
+        params.reference,
+        params.report,
     )
     create_table_artifact([summary], key="audit-verdict", description="radtrace audit")
     return summary
@@ -203,7 +288,11 @@ def audit_registered_models(params: ScheduledAuditParams) -> dict[str, Any]:
             )
             logger.error("audit of %s v%s failed: %s", m.name, m.version, exc)
     rows = [
-        {k: str(s[k]) for k in ("model", "release", "log10_p_whitebox", "verdict")} for s in done
+        {
+            k: str(s[k])
+            for k in ("model", "release", "log10_p_whitebox", "log10_p_blackbox", "verdict")
+        }
+        for s in done
     ]
     rows += [{"model": f["model"], "release": f["release"], "verdict": "FAILED"} for f in failed]
     if rows:

@@ -136,6 +136,13 @@ def release(
     heldout: str | None = typer.Option(
         None, help="Shard folder of vanilla held-out images recorded for later audits."
     ),
+    probes_per_class: int = typer.Option(
+        50, min=0, help="Black-box probes per class, drawn from --heldout (0: none)."
+    ),
+    num_controls: int = typer.Option(40, min=5, help="Control carriers marked on the probes."),
+    reference: str | None = typer.Option(
+        None, help="Clean reference model (models:/... or folder) recorded for black-box audits."
+    ),
     carriers_out: str | None = typer.Option(None, help="Private URL for the carriers file."),
     shards: str | None = typer.Option(
         None, help="Where source shards go (default <out>.source-shards)."
@@ -170,6 +177,9 @@ def release(
             psnr_floor=psnr_floor,
             batch_size=batch_size,
             heldout=heldout,
+            probes_per_class=probes_per_class,
+            num_controls=num_controls,
+            reference=reference,
             carriers_out=carriers_out,
             shards=shards,
         )
@@ -242,9 +252,16 @@ def audit(
         help="Allow a pickled MLflow model (runs code from the file: trusted sources only).",
     ),
     alpha: float = typer.Option(1e-3, help="Verdict threshold on the p-value."),
+    reference: str | None = typer.Option(
+        None, help="Clean reference model for the black-box test (default: the release's)."
+    ),
+    report: str | None = typer.Option(
+        None, help="Also write a self-contained HTML evidence report to this path."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Was MODEL trained on a release? Logs the audit to MLflow (radtrace-audits)."""
+    """Was MODEL trained on a release? Runs the black-box test (when the release holds probes)
+    and the white-box test; logs the audit to MLflow (radtrace-audits)."""
     _adopt_stack()
     from pydantic import ValidationError
 
@@ -261,6 +278,8 @@ def audit(
                 arch=arch,
                 trust_pickle=trust_pickle,
                 alpha=alpha,
+                reference=reference,
+                report=report,
             )
         )
     except ValidationError as exc:
@@ -271,9 +290,12 @@ def audit(
         result,
         as_json,
         [
-            f"{model} vs {result['release']}: white-box log10 p = {result['log10_p_whitebox']:.2f}"
-            f" -> {result['verdict'].upper()} (alpha {alpha:g})",
-            f"MLflow audit run {result['audit_run']} in experiment radtrace-audits",
+            f"{model} vs {result['release']}: black-box log10 p = "
+            + (f"{bb:.2f}" if (bb := result["log10_p_blackbox"]) is not None else "n/a")
+            + f", white-box log10 p = {result['log10_p_whitebox']:.2f}"
+            f" -> {result['verdict'].upper()} (alpha {alpha:g}, Bonferroni over the tests)",
+            f"MLflow audit run {result['audit_run']} in experiment radtrace-audits"
+            + (f"; report written to {report}" if report else ""),
         ],
     )
 
@@ -352,45 +374,113 @@ def deploy(
 
 @app.command()
 def demo(
-    num_train: int = typer.Option(300, min=20, help="Fashion-MNIST training images used."),
-    fraction: float = typer.Option(
-        1.0, min=0.01, max=1.0, help="Fraction of them marked (per class)."
-    ),
-    num_heldout: int = typer.Option(
-        500, min=50, help="Held-out vanilla test images for the white-box test."
+    quick: bool = typer.Option(False, "--quick", help="Small sizes: about 5 minutes on 2 cores."),
+    fraction: float = typer.Option(0.1, min=0.01, max=1.0, help="Share of each class marked."),
+    workdir: str | None = typer.Option(
+        None, help="Where shards, releases and models go (default: .radtrace/demo)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Mark Fashion-MNIST images and detect them with the white-box test (about a minute on a CPU).
+    """The main job end to end on Fashion-MNIST (Debian's dataset-fashion-mnist), embedded
+    defaults (local files, sqlite MLflow, Prefect's ephemeral API).
 
-    Two linear classifiers are trained on the marker's features, one on the marked images and
-    one on the same images unmarked; the white-box test should flag the first only.
+    The data owner trains a marker and a clean reference on one half of the training set,
+    releases the other half with FRACTION of each class marked, then a suspect is trained on
+    the release and a control on the same images unmarked (same architecture and recipe).
+    Both are registered in MLflow and audited with the black-box and the white-box test.
+    Full size: about 15-20 minutes on 2 cores.
     """
-    from flows.demo import run_demo
+    _adopt_stack()
+    from flows.demo import TABLE_KEYS, DemoParams, demo_flow
 
+    params = DemoParams.quick(fraction=fraction) if quick else DemoParams(fraction=fraction)
+    root = workdir or str(_home() / "demo" / ("quick" if quick else "full"))
     try:
-        result = run_demo(num_train, fraction, num_heldout, progress=not as_json)
-    except FileNotFoundError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+        result = demo_flow(params, root)
+    except (OSError, ValueError) as exc:
+        raise _fail(exc) from exc
     if as_json:
-        typer.echo(json.dumps(result.to_dict()))
+        out = {
+            "release": result["release"],
+            "psnr_mean": result["psnr_mean"],
+            "psnr_min": result["psnr_min"],
+            "models": [{k: m[k] for k in TABLE_KEYS} for m in result["models"]],
+            "details": result,
+        }
+        typer.echo(json.dumps(out, default=str))
         return
     typer.echo(
-        f"\nmarked {result.num_marked}/{result.num_train} images; carriers "
-        f"{result.carrier_fingerprint[:16]}… (the key itself stays in memory)\n"
-        f"PSNR mean {result.psnr_mean:.2f} dB, min {result.psnr_min:.2f} dB; SSIM "
-        f"{result.ssim_mean:.4f}; shift own/other carriers {result.shift_ratio:.2f}\n"
+        f"\nrelease {result['release']}: {result['num_marked']} of {result['num_samples']} "
+        f"images marked; PSNR mean {result['psnr_mean']:.2f} dB, min {result['psnr_min']:.2f} dB"
     )
-    header = f"{'model':<18}{'marked':>8}{'accuracy':>10}{'log10 p (white-box)':>22}{'verdict':>14}"
-    typer.echo(header)
-    typer.echo("-" * len(header))
-    for m in result.models:
-        verdict = "DETECTED" if m["log10_p_whitebox"] < -3 else "not detected"
+    header = (
+        f"{'model':<10}{'marked':>8}{'accuracy':>10}{'log10 p black-box':>19}"
+        f"{'log10 p white-box':>19}{'verdict':>15}"
+    )
+    typer.echo(header + "\n" + "-" * len(header))
+    for m in result["models"]:
+        bb = m["log10_p_blackbox"]
         typer.echo(
-            f"{m['name']:<18}{m['marked_fraction']:>8.2f}{m['accuracy']:>10.4f}"
-            f"{m['log10_p_whitebox']:>22.2f}{verdict:>14}"
+            f"{m['name']:<10}{m['marked_fraction']:>8.2f}{m['accuracy']:>10.4f}"
+            f"{(f'{bb:.2f}' if bb is not None else 'n/a'):>19}{m['log10_p_whitebox']:>19.2f}"
+            f"{m['verdict']:>15}"
         )
+    t = result["timings_s"]
+    typer.echo(
+        f"\ntimings (s): {', '.join(f'{k} {v}' for k, v in t.items())}\n"
+        f"verdict rule: detected when min(p) x 2 <= {result['params']['alpha']:g} (Bonferroni "
+        "over the two tests)\n"
+        "MLflow: `.venv/bin/mlflow ui --backend-store-uri sqlite:///.radtrace/mlflow.db`, then "
+        "experiments radtrace-releases (marks, PSNR, pictures) and radtrace-audits (evidence, "
+        f"null plots); release run {result['release_run']}"
+    )
+
+
+@app.command()
+def experiment(
+    fractions: str = typer.Option("0.02,0.05,0.1,0.2", help="Comma-separated fractions marked."),
+    quick: bool = typer.Option(False, "--quick", help="The demo's quick sizes for every model."),
+    calibration_trials: int = typer.Option(
+        200, min=0, help="Null audits per model and release for the calibration study."
+    ),
+    results: str = typer.Option("bench/results/fractions.json", help="JSON output file."),
+    workdir: str | None = typer.Option(None, help="Default: .radtrace/experiment."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Detection (both tests) and accuracy against the fraction marked, and the calibration of
+    both tests; written to MLflow (radtrace-experiments) and to RESULTS."""
+    _adopt_stack()
+    from flows.demo import DemoParams
+    from flows.experiment import ExperimentParams, experiment_flow
+
+    try:
+        qs = tuple(float(f) for f in fractions.split(",") if f.strip())
+        params = ExperimentParams(
+            fractions=qs,
+            sizes=DemoParams.quick() if quick else DemoParams(),
+            calibration_trials=calibration_trials,
+            results=results,
+        )
+        root = workdir or str(_home() / "experiment" / ("quick" if quick else "full"))
+        result = experiment_flow(params, root)
+    except (OSError, ValueError) as exc:
+        raise _fail(exc) from exc
+    lines = [f"{'fraction':>9}{'model':>10}{'accuracy':>10}{'black-box':>11}{'white-box':>11}"]
+    for r in result["rows"]:
+        bb = r["log10_p_blackbox"]
+        lines.append(
+            f"{r['release_fraction']:>9g}{r['name']:>10}{r['accuracy']:>10.4f}"
+            f"{(f'{bb:.2f}' if bb is not None else 'n/a'):>11}{r['log10_p_whitebox']:>11.2f}"
+        )
+    for c in result["calibration"]:
+        for test in ("blackbox", "paired_ttest", "whitebox"):
+            s = c[test]
+            lines.append(
+                f"calibration q={c['release_fraction']:g} {c['name']} {test}: "
+                f"FPR@0.01 {s['fpr_0.01']:.3f}, FPR@0.05 {s['fpr_0.05']:.3f}, "
+                f"KS {s['ks_statistic']:.3f} over {s['trials']} null audits"
+            )
+    _emit(result, as_json, lines + [f"written to {results}"])
 
 
 def main() -> None:

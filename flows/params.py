@@ -56,7 +56,18 @@ class ReleaseParams(BaseModel):
     heldout: str | None = Field(
         None,
         description="Shard folder of vanilla held-out images of the same classes, recorded "
-        "with the release for later audits.",
+        "with the release for later audits; the black-box probes are drawn from it.",
+    )
+    probes_per_class: int = Field(
+        50, ge=0, le=10_000, description="Black-box probes per class (0: no black-box test)."
+    )
+    num_controls: int = Field(
+        40, ge=5, le=10_000, description="Control carriers marked on the probes beside the true."
+    )
+    reference: str | None = Field(
+        None,
+        description="A clean reference model the data owner trained (never on the release), "
+        "recorded for black-box audits: models:/name@alias or a model folder.",
     )
 
     @field_validator("source", "out")
@@ -88,6 +99,9 @@ class AuditParams(BaseModel):
     )
     alpha: float = Field(1e-3, gt=0.0, lt=1.0, description="Verdict threshold on the p-value.")
     report: str | None = Field(None, description="Write an HTML evidence report to this path.")
+    reference: str | None = Field(
+        None, description="Clean reference model for the black-box test (default: the release's)."
+    )
 
 
 class ScheduledAuditParams(BaseModel):

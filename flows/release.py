@@ -20,6 +20,7 @@ from flows.params import ReleaseParams
 from radcore.mark import MarkConfig
 from tasks import storage
 from tasks.models import marker_spec_from_ref
+from tasks.probes import prepare_probes, probes_url_for
 from tasks.release import ReleaseConfig, ReleasePlan
 from tasks.shards import dumps
 from tasks.steps import (
@@ -87,6 +88,7 @@ def _log_to_mlflow(
     carriers_url: str,
     marker_spec: dict[str, Any],
     seconds: float,
+    probes: dict[str, Any] | None,
 ) -> str:
     from tasks import tracking
     from tasks.figures import comparison_figure, histogram_figure
@@ -122,6 +124,9 @@ def _log_to_mlflow(
         "batch_size": params.batch_size,
         "carrier_fingerprint": manifest["carrier_fingerprint"],
         "heldout": params.heldout or "",
+        "reference": params.reference or "",
+        "probes_per_class": params.probes_per_class if probes else 0,
+        "probe_pool_size": probes["pool_size"] if probes else 0,
     }
     metrics = {
         "num_quarantined": manifest["num_quarantined"],
@@ -140,6 +145,7 @@ def _log_to_mlflow(
         metrics=metrics,
         figures=figures,
         run_name=f"release {params.out.rsplit('/', 1)[-1]}",
+        probes_bytes=storage.read_bytes(probes["url"]) if probes else None,
     )
 
 
@@ -193,7 +199,24 @@ def release_dataset(params: ReleaseParams) -> dict[str, Any]:
     receipts = [done[t.name] for t in shard_tasks]
     seconds = time.perf_counter() - start
     manifest = finish_release(plan, receipts)
-    run_id = _log_to_mlflow(params, plan, manifest, receipts, carriers_url, marker_spec, seconds)
+    probes = None
+    if params.heldout and params.probes_per_class:
+        probes = prepare_probes(
+            params.heldout,
+            carriers_url,
+            marker_spec,
+            cfg.mark,
+            params.probes_per_class,
+            params.num_controls,
+            probes_url_for(carriers_url),
+            params.batch_size,
+        )
+        logger.info(
+            "black-box probes: %d images x %d carriers", probes["num_probes"], probes["pool_size"]
+        )
+    run_id = _log_to_mlflow(
+        params, plan, manifest, receipts, carriers_url, marker_spec, seconds, probes
+    )
     manifest["mlflow_run_id"] = run_id
     storage.write_bytes_atomic(storage.join(params.out, "manifest.json"), dumps(manifest))
     quality = manifest["quality"]

@@ -54,6 +54,7 @@ __all__ = [
     "blackbox_test",
     "paired_ttest_log10_p",
     "response_matrices",
+    "rotation_null",
 ]
 
 Statistic = Literal["own", "cross"]
@@ -145,9 +146,7 @@ def _residual_z(y: np.ndarray, covariates: list[np.ndarray]) -> np.ndarray:
     return r / sd if sd > 0 else np.zeros_like(r)
 
 
-def _permutation_null(
-    z: np.ndarray, permutations: int, generator: torch.Generator
-) -> np.ndarray:
+def _permutation_null(z: np.ndarray, permutations: int, generator: torch.Generator) -> np.ndarray:
     """Z for B random injective assignments of pool carriers to classes. z: C×N."""
     c, n = z.shape
     zt = torch.from_numpy(z)
@@ -265,3 +264,33 @@ def paired_ttest_log10_p(
     diff = own[true_col, torch.arange(n)] - own[torch.from_numpy(controls)].mean(0)
     t = stats.ttest_1samp(diff.numpy(), 0.0, alternative="greater")
     return float(np.log10(max(t.pvalue, 1e-300)))
+
+
+def rotation_null(
+    suspect: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray] | None,
+    trials: int,
+    columns: np.ndarray | None = None,
+    cfg: BlackboxConfig = BlackboxConfig(permutations=2000),
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
+    """Null audits by rotation: in each trial C random pool carriers the model never saw play
+    the "true" role and the rest of ``columns`` the controls. Returns ``trials`` log10 p.
+
+    columns: the pool columns to use (default all); leave out carriers the model did see
+    (a marked suspect's true carriers) so that every trial is a genuine H0.
+    """
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    n_pool = np.asarray(suspect["own"]).shape[1]
+    cols = np.arange(n_pool) if columns is None else np.asarray(columns)
+
+    def sub(m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v)[:, cols] for k, v in m.items()}
+
+    sus, ref = sub(suspect), sub(reference) if reference is not None else None
+    c = sus["own"].shape[0]
+    out = np.empty(trials)
+    for t in range(trials):
+        true_index = torch.randperm(len(cols), generator=gen)[:c].numpy()
+        out[t] = blackbox_test(sus, true_index, ref, cfg, gen).log10_p
+    return out

@@ -22,7 +22,14 @@ from radcore.markers import Marker
 from radcore.nets import last_linear, penultimate
 from radcore.stats import cosine_log_pvalue, fisher_log_pvalue, log10
 
-__all__ = ["WhiteboxDetection", "detect_whitebox", "whitebox_features", "whitebox_test"]
+__all__ = [
+    "WhiteboxDetection",
+    "detect_whitebox",
+    "mapped_rows",
+    "score_mapped_rows",
+    "whitebox_features",
+    "whitebox_test",
+]
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,21 @@ def detect_whitebox(
         )
     if suspect_weight.shape[1] != suspect_feats.shape[1]:
         raise ValueError("suspect_weight columns must match the suspect feature dimension")
-    m = fit_linear_map(marker_feats, suspect_feats)  # d×d'
-    w_tilde = suspect_weight.detach().to("cpu", torch.float64) @ m.T  # C×d
+    w_tilde = mapped_rows(marker_feats, suspect_feats, suspect_weight)  # C×d
+    return score_mapped_rows(w_tilde, carriers, int(marker_feats.shape[0]))
+
+
+def score_mapped_rows(
+    w_tilde: torch.Tensor, carriers: Carriers, num_images: int = 0
+) -> WhiteboxDetection:
+    """The cosine test on classifier rows already mapped to marker space (W~ = W Mᵀ, C×d).
+
+    Useful to score many carrier sets against one alignment (an empirical null).
+    """
+    c, d = carriers.num_classes, carriers.dim
+    if w_tilde.shape != (c, d):
+        raise ValueError(f"mapped rows must be {c}×{d}, got {tuple(w_tilde.shape)}")
+    w_tilde = w_tilde.to(torch.float64)
     u = carriers.vectors.to(torch.float64)
     cos = torch.nn.functional.cosine_similarity(w_tilde, u, dim=1).numpy()
     cos = np.clip(cos, -1.0, 1.0)
@@ -70,9 +90,17 @@ def detect_whitebox(
         log10_p=float(log10(fisher_log_pvalue(log_p))),
         cosines=tuple(float(v) for v in cos),
         log10_p_per_class=tuple(float(v) for v in log10(log_p)),
-        num_images=int(marker_feats.shape[0]),
+        num_images=num_images,
         dim=d,
     )
+
+
+def mapped_rows(
+    marker_feats: torch.Tensor, suspect_feats: torch.Tensor, suspect_weight: torch.Tensor
+) -> torch.Tensor:
+    """W~ = W Mᵀ (C×d float64): the suspect's classifier rows in marker space."""
+    m = fit_linear_map(marker_feats, suspect_feats)  # d×d'
+    return suspect_weight.detach().to("cpu", torch.float64) @ m.T
 
 
 @torch.no_grad()

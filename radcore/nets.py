@@ -7,6 +7,7 @@ Every classifier here ends in one ``nn.Linear`` whose input is the penultimate f
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -124,12 +125,18 @@ def last_linear(model: nn.Module) -> nn.Linear:
 def penultimate(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model(x)`` and capture the input of its last linear layer.
 
-    Returns (features B×d', logits B×C). Gradients flow through both.
+    Returns (features B×d', logits B×C). Gradients flow through both. Safe when several
+    threads run the same model at once (a marker shared by a thread pool): a forward hook is
+    global to the module, so each call only keeps what its own thread's forward passed.
     """
     captured: list[torch.Tensor] = []
-    handle = last_linear(model).register_forward_pre_hook(
-        lambda _m, inputs: captured.append(inputs[0])
-    )
+    me = threading.get_ident()
+
+    def keep(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if threading.get_ident() == me:
+            captured.append(inputs[0])
+
+    handle = last_linear(model).register_forward_pre_hook(keep)
     try:
         logits = model(x)
     finally:

@@ -173,9 +173,9 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * idx.numel()
+            total += loss.item() * idx.numel()
             if on_batch is not None:
-                on_batch(epoch, b, float(loss))
+                on_batch(epoch, b, loss.item())
         losses.append(total / n)
         seconds.append(time.perf_counter() - start)
     model.eval()

@@ -20,22 +20,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
+from radcore.blackbox import BlackboxConfig, BlackboxDetection, blackbox_from_logprobs
 from radcore.carriers import Carriers, draw_carriers
-from radcore.detect import WhiteboxDetection, detect_whitebox, whitebox_features
+from radcore.detect import (
+    WhiteboxDetection,
+    detect_whitebox,
+    mapped_rows,
+    score_mapped_rows,
+    whitebox_features,
+)
 from radcore.markers import Marker
 from radcore.nets import last_linear
+from radcore.probes import ProbeSet, pool_logprobs
 from tasks import storage
 from tasks.models import classifier_from_bytes, state_bytes
-from tasks.shards import read_index
-from tasks.tario import iter_tar_samples
 
 __all__ = [
     "Suspect",
+    "blackbox_audit",
+    "combined_verdict",
+    "logprob_fn",
     "WhiteboxAudit",
-    "load_heldout",
     "load_suspect",
     "suspect_transform",
     "verdict",
@@ -133,28 +140,6 @@ def suspect_transform(arch: dict[str, Any]):
     return transform
 
 
-def load_heldout(url: str, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``limit`` images of a shard folder, in index order: N×C×H×W uint8 and N labels."""
-    index = read_index(url)
-    images, labels = [], []
-    for info in index.shards:
-        for s in iter_tar_samples(storage.join(url, info.name)):
-            with Image.open(io.BytesIO(s["png"])) as im:
-                arr = np.asarray(im)
-            images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-            labels.append(int(s["cls"]))
-            if len(images) == limit:
-                break
-        if len(images) == limit:
-            break
-    shapes = {a.shape for a in images}
-    if len(shapes) != 1:
-        raise ValueError(
-            f"held-out images in {url} have several sizes {sorted(shapes)[:3]}: use one size"
-        )
-    return torch.from_numpy(np.stack(images)), torch.tensor(labels)
-
-
 @dataclass(frozen=True)
 class WhiteboxAudit:
     """The white-box result plus its empirical null from fresh carrier sets."""
@@ -183,13 +168,56 @@ def whitebox_audit(
     fm, fs = whitebox_features(marker, suspect.model, images, suspect_transform(suspect.arch))
     weight = last_linear(suspect.model).weight
     detection = detect_whitebox(fm, fs, weight, carriers)
+    w_tilde = mapped_rows(fm, fs, weight)  # one alignment serves every null draw
     null = []
     for _ in range(null_draws):
         fresh = draw_carriers(carriers.num_classes, carriers.dim, marker_id="null")
-        null.append(detect_whitebox(fm, fs, weight, fresh).log10_p)
+        null.append(score_mapped_rows(w_tilde, fresh).log10_p)
     return WhiteboxAudit(detection, tuple(null))
+
+
+def logprob_fn(suspect: Suspect, batch_size: int = 1000):
+    """Black-box access to a suspect: uint8 N×C×H×W -> N×K log-probabilities (no gradients,
+    nothing but the outputs)."""
+    transform = suspect_transform(suspect.arch)
+    model = suspect.model.eval()
+
+    @torch.no_grad()
+    def fn(images: torch.Tensor) -> torch.Tensor:
+        out = []
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start : start + batch_size].float() / 255.0
+            out.append(torch.log_softmax(model(transform(x)).float(), dim=1))
+        return torch.cat(out)
+
+    return fn
+
+
+def blackbox_audit(
+    suspect: Suspect,
+    probes: ProbeSet,
+    reference: Suspect | None,
+    cfg: BlackboxConfig = BlackboxConfig(),
+) -> BlackboxDetection:
+    """The black-box test of :mod:`radcore.blackbox` on a release's cached probe set; the
+    clean ``reference`` model (trained by the data owner) is a covariate when given."""
+    clean, marked = pool_logprobs(logprob_fn(suspect), probes)
+    ref_clean = ref_marked = None
+    if reference is not None:
+        ref_clean, ref_marked = pool_logprobs(logprob_fn(reference), probes)
+    return blackbox_from_logprobs(
+        clean, marked, probes.labels, probes.true_index, ref_clean, ref_marked, cfg
+    )
 
 
 def verdict(log10_p: float, alpha: float) -> str:
     """``"detected"`` when p <= alpha, else ``"not detected"``."""
     return "detected" if log10_p <= float(np.log10(alpha)) else "not detected"
+
+
+def combined_verdict(log10_ps: list[float], alpha: float) -> tuple[str, float]:
+    """Several tests of one pair: Bonferroni, so the family-wise false-positive rate stays at
+    alpha. Returns (verdict, log10 of the adjusted p = min(1, k · min p))."""
+    k = len(log10_ps)
+    adjusted = min(0.0, min(log10_ps) + float(np.log10(k)))
+    return verdict(adjusted, alpha), adjusted

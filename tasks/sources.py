@@ -149,13 +149,16 @@ def open_idx(
     split: str = "train",
     classes: Sequence[str] = FASHION_MNIST_CLASSES,
     limit: int | None = None,
+    offset: int = 0,
 ) -> Source:
     """IDX image/label files (``train-images-idx3-ubyte[.gz]`` ...) in a folder ``url``.
 
     ``url`` defaults to the Debian Fashion-MNIST folder; ``split`` is "train" or "test" (file
-    prefix ``t10k``); ``limit`` keeps the first ``limit`` samples. Keys are ``<split>-000123``
-    (the index in the file); images are 8-bit gray.
+    prefix ``t10k``); ``offset`` and ``limit`` keep samples ``offset .. offset + limit - 1``.
+    Keys are ``<split>-000123`` (the index in the file); images are 8-bit gray.
     """
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     url = str(FASHION_MNIST_DIR) if url is None else url
     prefix = _IDX_PREFIX.get(split)
     if prefix is None:
@@ -172,15 +175,18 @@ def open_idx(
             f"{labels_url} holds {labels.shape} labels for {len(images)} images in {images_url}: "
             "use the label file of the same split"
         )
-    n = len(images) if limit is None else min(limit, len(images))
-    items = _idx_items(images[:n], labels[:n], split, images_url, len(classes))
-    return Source(tuple(classes), n, items)
+    end = len(images) if limit is None else min(offset + limit, len(images))
+    if offset >= end:
+        raise ValueError(f"offset {offset} leaves no sample of the {len(images)} in {images_url}")
+    items = _idx_items(images, labels, range(offset, end), split, images_url, len(classes))
+    return Source(tuple(classes), end - offset, items)
 
 
 def _idx_items(
-    images: np.ndarray, labels: np.ndarray, split: str, source: str, n_classes: int
+    images: np.ndarray, labels: np.ndarray, rows: range, split: str, source: str, n_classes: int
 ) -> Iterator[Item]:
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+    for i in rows:
+        image, label = images[i], labels[i]
         key = f"{split}-{i:06d}"
         if not 0 <= int(label) < n_classes:
             yield Rejected(key, f"{source}#{i}", f"label {int(label)} outside 0..{n_classes - 1}")

@@ -37,6 +37,7 @@ __all__ = [
     "plan_shards",
     "read_carriers",
     "shard_dataset",
+    "shard_idx_range",
     "verify",
 ]
 
@@ -69,6 +70,27 @@ def shard_dataset(
     return shard_source(
         open_source(source, kind), out, ShardConfig(max_samples, max_bytes), None, source
     )
+
+
+@task(name="shard-idx", **_IO, **_PLAIN)
+def shard_idx_range(
+    out: str,
+    split: str = "train",
+    offset: int = 0,
+    limit: int | None = None,
+    root: str | None = None,
+    max_samples: int = 1000,
+) -> ShardIndex:
+    """A range of an IDX dataset (default: Debian's Fashion-MNIST) -> shards under ``out``,
+    unless ``out`` already holds the shards of this very range."""
+    from tasks.sources import open_idx
+
+    end = "" if limit is None else offset + limit
+    tag = f"idx:{root or 'fashion-mnist'}:{split}[{offset}:{end}]"
+    if storage.exists(storage.join(out, "index.json")) and read_index(out).source == tag:
+        return read_index(out)
+    source = open_idx(root, split=split, limit=limit, offset=offset)
+    return shard_source(source, out, ShardConfig(max_samples), None, tag)
 
 
 @task(name="draw-carriers", **_PLAIN)

@@ -43,6 +43,7 @@ from tasks.figures import comparison_figure, histogram_figure, null_figure
 
 __all__ = [
     "AUDITS",
+    "EXPERIMENTS",
     "MODELS",
     "RELEASES",
     "ModelRef",
@@ -53,12 +54,14 @@ __all__ = [
     "configure_tracking",
     "data_dir",
     "ensure_experiment",
+    "fetch_release_probes",
     "fetch_release_secrets",
     "histogram_figure",
     "list_model_versions",
     "list_releases",
     "load_state",
     "log_audit_run",
+    "log_experiment_run",
     "log_model",
     "log_release_run",
     "release_params",
@@ -69,6 +72,7 @@ __all__ = [
 
 RELEASES = "radtrace-releases"
 AUDITS = "radtrace-audits"
+EXPERIMENTS = "radtrace-experiments"
 MODELS = "radtrace-models"
 
 _KIND = "radtrace.kind"
@@ -83,6 +87,7 @@ _RELEASE_RUN = "radtrace.release_run"
 
 _CARRIERS = "carriers/carriers.safetensors"
 _MARKER = "marker/marker.safetensors"
+_PROBES = "blackbox/probes.safetensors"
 _MARKER_INFO = "marker/marker.json"
 _MODEL_DIR = "model"
 _WEIGHTS = "model.safetensors"
@@ -110,6 +115,8 @@ def configure_tracking() -> str:
 
     The URI may hold credentials (``https://user:token@host``): radtrace never prints or logs it.
     """
+    # MLflow's per-download progress bars would bury radtrace's own output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not _embedded():
         uri = os.environ["MLFLOW_TRACKING_URI"].strip()
         mlflow.set_tracking_uri(uri)
@@ -288,8 +295,11 @@ def log_release_run(
     metrics: dict[str, float],
     figures: dict[str, bytes],
     run_name: str | None = None,
+    probes_bytes: bytes | None = None,
 ) -> str:
     """Log a finished release as one run in :data:`RELEASES`; returns its run id.
+
+    probes_bytes: the black-box probe set (``ProbeSet.to_bytes()``), private like the carriers.
 
     manifest: the release manifest (``tasks.release.write_manifest``); its ``"release"`` key, or
     else ``params["release"]``, is the release URL. ``carriers_bytes`` (``Carriers.to_bytes()``)
@@ -326,6 +336,8 @@ def log_release_run(
     files = {_CARRIERS: bytes(carriers_bytes), _MARKER_INFO: _dumps(marker_info)}
     if marker_bytes is not None:
         files[_MARKER] = bytes(marker_bytes)
+    if probes_bytes is not None:
+        files[_PROBES] = bytes(probes_bytes)
     files["manifest.json"] = _dumps(manifest)
     files.update(_figures(figures))
     batch = {"params": _params(params, release=True), "metrics": _metrics(metrics)}
@@ -402,6 +414,13 @@ def fetch_release_secrets(run_id: str) -> tuple[bytes, bytes | None, dict[str, A
     return carriers, marker, info
 
 
+def fetch_release_probes(run_id: str) -> bytes | None:
+    """The black-box probe set of a release run, or None when it recorded none."""
+    client = _client()
+    names = {f.path for f in client.list_artifacts(run_id, "blackbox")}
+    return _read_artifact(client, run_id, _PROBES) if _PROBES in names else None
+
+
 # --- models ----------------------------------------------------------------------------------
 
 
@@ -434,6 +453,20 @@ def _ref(name: str, version: Any, run_id: str | None) -> ModelRef:
     return ModelRef(name, str(version), run_id, f"models:/{name}/{version}")
 
 
+def _log_params_metrics(
+    client: MlflowClient,
+    run_id: str,
+    params: dict[str, Any] | None,
+    metrics: dict[str, float] | None,
+) -> None:
+    if params or metrics:
+        client.log_batch(
+            run_id,
+            params=_params(params or {}, release=False),
+            metrics=_metrics(metrics or {}),
+        )
+
+
 def log_model(
     state_dict: dict[str, torch.Tensor],
     arch: dict[str, Any],
@@ -442,10 +475,13 @@ def log_model(
     run_id: str | None = None,
     experiment: str = MODELS,
     tags: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> ModelRef:
     """Store a state dict as ``model/model.safetensors`` + ``model/arch.json``; no pickle.
 
-    Into run ``run_id`` if given, else a new run in ``experiment`` (tagged ``tags``). With
+    Into run ``run_id`` if given, else a new run in ``experiment`` (tagged ``tags``), with
+    ``params`` and ``metrics`` (e.g. the training recipe and test accuracy). With
     ``registered_name``, the ``model`` folder becomes a new version of that registered model
     (created if missing), with ``tags`` as version tags.
     """
@@ -465,8 +501,10 @@ def log_model(
     if run_id is None:
         with _new_run(client, experiment, registered_name, {_KIND: "model", **tags}) as run_id:
             _log_files(client, run_id, files)
+            _log_params_metrics(client, run_id, params, metrics)
     else:
         _log_files(client, run_id, files)
+        _log_params_metrics(client, run_id, params, metrics)
     if registered_name is None:
         return ModelRef(None, None, run_id, f"runs:/{run_id}/{_MODEL_DIR}")
     try:
@@ -701,4 +739,21 @@ def log_audit_run(
     with _new_run(client, AUDITS, run_name or f"audit {label}", tags) as run_id:
         client.log_batch(run_id, **batch)
         _log_files(client, run_id, files)
+    return run_id
+
+
+def log_experiment_run(
+    name: str,
+    *,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    files: dict[str, bytes],
+    figures: dict[str, bytes] | None = None,
+) -> str:
+    """One run in :data:`EXPERIMENTS` (a fraction sweep, a calibration study); returns its id."""
+    client = _client()
+    batch = {"params": _params(params, release=False), "metrics": _metrics(metrics)}
+    with _new_run(client, EXPERIMENTS, name, {_KIND: "experiment"}) as run_id:
+        client.log_batch(run_id, **batch)
+        _log_files(client, run_id, {**files, **_figures(figures or {})})
     return run_id

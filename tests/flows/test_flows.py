@@ -32,6 +32,8 @@ def _release(home: Path, fmnist_dirs: dict[str, Path], tmp_path: Path) -> dict:
         steps=2,
         batch_size=64,
         heldout=str(fmnist_dirs["heldout"]),
+        probes_per_class=5,
+        num_controls=6,
     )
     return release_dataset(params)
 
@@ -74,8 +76,12 @@ def test_bad_release_parameters_fail_before_any_work(tmp_path: Path):
 def test_audit_flow_logs_a_run_and_tags_the_model_version(home, fmnist_dirs, tmp_path):
     summary = _release(home, fmnist_dirs, tmp_path)
     ref = _register("suspect-a", seed=1)
-    result = audit_model(AuditParams(model="models:/suspect-a/1", num_heldout=100))
+    report = tmp_path / "report.html"
+    result = audit_model(
+        AuditParams(model="models:/suspect-a/1", num_heldout=100, report=str(report))
+    )
     assert result["release_run"] == summary["mlflow_run_id"]
+    assert result["log10_p_blackbox"] is not None and result["log10_p_blackbox"] <= 0
     assert result["verdict"] in ("detected", "not detected")
     client = MlflowClient(tracking.configure_tracking())
     run = client.get_run(result["audit_run"])
@@ -85,9 +91,23 @@ def test_audit_flow_logs_a_run_and_tags_the_model_version(home, fmnist_dirs, tmp
     )
     assert evidence["release"]["carrier_fingerprint"] == summary["carrier_fingerprint"]
     assert len(evidence["test"]["cosines"]) == 10 and evidence["verdict"] == result["verdict"]
+    bb = evidence["blackbox"]
+    assert bb["ran"] and bb["pool_size"] == 16 and bb["num_probes"] == 50
+    assert bb["log10_p"] == pytest.approx(result["log10_p_blackbox"])
+    page = report.read_text()
+    assert summary["carrier_fingerprint"] in page and "data:image/png;base64," in page
+    assert evidence["reproduce"] in page.replace("&#x27;", "'")
+    (tmp_path / "dl").mkdir()
+    logged = client.download_artifacts(run.info.run_id, "report.html", str(tmp_path / "dl"))
+    assert Path(logged).read_text() == page
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert figures == {"figures/whitebox_null.png", "figures/blackbox_null.png"}
     tags = client.get_model_version(ref.name, ref.version).tags
     assert tags["radtrace.verdict"] == result["verdict"]
-    assert float(tags["radtrace.log10_p"]) == pytest.approx(result["log10_p_whitebox"], abs=1e-3)
+    assert float(tags["radtrace.log10_p"]) == pytest.approx(result["log10_p"], abs=1e-3)
+    # The adjusted p is Bonferroni over the two tests: min p times 2.
+    lowest = min(result["log10_p_whitebox"], result["log10_p_blackbox"])
+    assert result["log10_p"] == pytest.approx(min(0.0, lowest + 0.30103), abs=1e-4)
 
 
 def test_scheduled_audit_reports_a_broken_model_goes_on_and_skips_done_pairs(

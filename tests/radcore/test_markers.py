@@ -50,3 +50,17 @@ def test_classifier_marker_is_its_penultimate_layer_and_stays_eval():
     # An RGB image goes through a gray marker as its luma.
     assert m(x.expand(-1, 3, -1, -1)).shape == (3, 16)
     assert isinstance(net, SmallResNet)
+
+
+def test_a_classifier_marker_is_safe_to_share_between_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    marker = rc.marker_from_classifier(
+        SmallResNet(10, 1, widths=(4, 8)), in_channels=1, mean=(0.5,), std=(0.5,)
+    )
+    x = torch.rand(64, 1, 28, 28)
+    expected = marker(x)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: marker(x), range(64)))
+    assert all(torch.allclose(o, expected) for o in outs)
