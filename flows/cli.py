@@ -443,6 +443,8 @@ def experiment(
     calibration_trials: int = typer.Option(
         200, min=0, help="Null audits per model and release for the calibration study."
     ),
+    eps: float = typer.Option(4.0, help="L-inf budget of the marks in 8-bit levels."),
+    psnr_floor: float = typer.Option(40.0, help="Minimum PSNR (dB) of each marked image."),
     results: str = typer.Option("bench/results/fractions.json", help="JSON output file."),
     workdir: str | None = typer.Option(None, help="Default: .radtrace/experiment."),
     as_json: bool = JsonOpt,
@@ -457,7 +459,7 @@ def experiment(
         qs = tuple(float(f) for f in fractions.split(",") if f.strip())
         params = ExperimentParams(
             fractions=qs,
-            sizes=DemoParams.quick() if quick else DemoParams(),
+            sizes=(DemoParams.quick if quick else DemoParams)(eps_255=eps, psnr_floor=psnr_floor),
             calibration_trials=calibration_trials,
             results=results,
         )
