@@ -96,7 +96,8 @@ def audit_one(
         if release is None:
             raise LookupError(
                 f"release run {release_run} is not in experiment {tracking.RELEASES}: "
-                "list them with `radtrace audit --list-releases`"
+                "pick a run of that experiment in MLflow (its run id), or omit --release-run "
+                "for the newest release"
             )
     heldout = heldout or tracking.release_params(release.run_id).get("heldout") or None
     if not heldout:
