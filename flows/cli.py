@@ -260,8 +260,11 @@ def audit(
     ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Was MODEL trained on a release? Runs the black-box test (when the release holds probes)
-    and the white-box test; logs the audit to MLflow (radtrace-audits)."""
+    """Was MODEL trained on a release? Black-box and white-box tests, logged to MLflow.
+
+    The black-box test runs when the release recorded a probe set; the audit is a run in the
+    MLflow experiment radtrace-audits (evidence, pictures, report) and tags the model version.
+    """
     _adopt_stack()
     from pydantic import ValidationError
 
@@ -381,14 +384,15 @@ def demo(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """The main job end to end on Fashion-MNIST (Debian's dataset-fashion-mnist), embedded
-    defaults (local files, sqlite MLflow, Prefect's ephemeral API).
+    """The main job end to end on Fashion-MNIST, on embedded defaults.
 
+    Embedded defaults: local files, sqlite MLflow, Prefect's ephemeral API; the data is
+    Debian's dataset-fashion-mnist.
     The data owner trains a marker and a clean reference on one half of the training set,
     releases the other half with FRACTION of each class marked, then a suspect is trained on
     the release and a control on the same images unmarked (same architecture and recipe).
     Both are registered in MLflow and audited with the black-box and the white-box test.
-    Full size: about 15-20 minutes on 2 cores.
+    Full size: about 15 minutes on 2 cores (measured 13.6 min with the shards already made).
     """
     _adopt_stack()
     from flows.demo import TABLE_KEYS, DemoParams, demo_flow
@@ -449,8 +453,11 @@ def experiment(
     workdir: str | None = typer.Option(None, help="Default: .radtrace/experiment."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Detection (both tests) and accuracy against the fraction marked, and the calibration of
-    both tests; written to MLflow (radtrace-experiments) and to RESULTS."""
+    """Detection and accuracy against the fraction marked, plus a calibration study.
+
+    Both tests, every fraction; the calibration runs null audits on models that never saw the
+    carriers. Written to MLflow (radtrace-experiments) and to RESULTS.
+    """
     _adopt_stack()
     from flows.demo import DemoParams
     from flows.experiment import ExperimentParams, experiment_flow
