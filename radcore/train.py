@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -144,8 +145,6 @@ def train_classifier(
     labels: N int64. mean/std: per-channel normalisation the model expects (after /255).
     on_batch(epoch, batch, loss) is called after every step (progress bars).
     """
-    import time
-
     if images.ndim != 4 or labels.shape != (images.shape[0],):
         raise ValueError("images must be N×C×H×W and labels must have shape (N,)")
     n = images.shape[0]
@@ -173,9 +172,10 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item() * idx.numel()
+            value = loss.item()
+            total += value * idx.numel()
             if on_batch is not None:
-                on_batch(epoch, b, loss.item())
+                on_batch(epoch, b, value)
         losses.append(total / n)
         seconds.append(time.perf_counter() - start)
     model.eval()
