@@ -36,6 +36,7 @@ per-image test (e.g. a paired t-test of true vs control copies) is anti-conserva
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -212,7 +213,7 @@ def blackbox_test(
         null_sd=sd,
         null_z=tuple(float(v) for v in keep),
         permutations=b,
-        num_probes=-1,
+        num_probes=0,  # unknown from response matrices; blackbox_from_logprobs fills it in
         num_carriers=n,
         statistic=cfg.statistic,
     )
@@ -237,7 +238,7 @@ def blackbox_from_logprobs(
     if reference_clean is not None and reference_marked is not None:
         ref = response_matrices(reference_clean, reference_marked, labels)
     det = blackbox_test(sus, true_index, ref, cfg, generator)
-    return BlackboxDetection(**{**det.__dict__, "num_probes": int(labels.shape[0])})
+    return dataclasses.replace(det, num_probes=int(labels.shape[0]))
 
 
 def paired_ttest_log10_p(

@@ -60,7 +60,8 @@ class ProbeSet:
     """Clean probes and their marked copies.
 
     images: n×C×H×W uint8; labels: n; marked: N×n×C×H×W uint8 (pool order);
-    true_index: C pool columns of the true carriers; pool_fingerprint: SHA-256 of the pool.
+    true_index: C pool columns of the true carriers; pool_fingerprint: SHA-256 of the pool;
+    carrier_fingerprint: SHA-256 of the release's carriers (the true rows of the pool).
     """
 
     images: torch.Tensor
@@ -68,6 +69,7 @@ class ProbeSet:
     marked: torch.Tensor
     true_index: np.ndarray
     pool_fingerprint: str
+    carrier_fingerprint: str = ""
 
     @property
     def pool_size(self) -> int:
@@ -81,7 +83,11 @@ class ProbeSet:
             "marked": self.marked.contiguous(),
             "true_index": torch.from_numpy(np.asarray(self.true_index, dtype=np.int64)),
         }
-        meta = {"format": _FORMAT, "pool_fingerprint": self.pool_fingerprint}
+        meta = {
+            "format": _FORMAT,
+            "pool_fingerprint": self.pool_fingerprint,
+            "carrier_fingerprint": self.carrier_fingerprint,
+        }
         return st_save(tensors, metadata=meta)
 
     @classmethod
@@ -98,6 +104,7 @@ class ProbeSet:
             t["marked"],
             t["true_index"].numpy(),
             meta.get("pool_fingerprint", ""),
+            meta.get("carrier_fingerprint", ""),
         )
 
 
@@ -126,7 +133,11 @@ def mark_probes(
         marked[w, i] = result.images.cpu()
         if on_batch is not None:
             on_batch(len(w))
-    return ProbeSet(images.cpu(), labels.cpu(), marked, np.asarray(true_index), pool.fingerprint)
+    true_index = np.asarray(true_index)
+    true = Carriers(pool.vectors[torch.from_numpy(true_index)], marker_id=pool.marker_id)
+    return ProbeSet(
+        images.cpu(), labels.cpu(), marked, true_index, pool.fingerprint, true.fingerprint
+    )
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from prefect.cache_policies import NONE
 from tqdm import tqdm
 
 from radcore.mark import MarkConfig
-from radcore.probes import draw_pool, mark_probes, select_probes
+from radcore.probes import ProbeSet, draw_pool, mark_probes, select_probes
 from tasks import storage
 from tasks.datasets import load_images
 from tasks.models import load_marker
@@ -43,14 +43,12 @@ def prepare_probes(
     """Mark ``per_class`` held-out images of each class with the release's carriers and
     ``num_controls`` fresh control carriers; write the probe set to the private URL ``out``.
 
-    Reuses ``out`` when it already holds a probe set for these carriers (a resumed release).
-    Returns a summary without secrets.
+    Reuses ``out`` when it already holds a probe set for these carriers (a resumed release);
+    one made for other carriers is replaced. Returns a summary without secrets.
     """
     carriers = read_carriers(carriers_url)
-    if storage.exists(out):
-        from radcore.probes import ProbeSet
-
-        cached = ProbeSet.from_bytes(storage.read_bytes(out))
+    cached = ProbeSet.from_bytes(storage.read_bytes(out)) if storage.exists(out) else None
+    if cached is not None and cached.carrier_fingerprint == carriers.fingerprint:
         return {
             "url": out,
             "num_probes": len(cached.labels),
