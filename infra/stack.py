@@ -409,11 +409,26 @@ def _is_ours(pid: int, program: str) -> bool:
     return any(Path(a.decode(errors="replace")).name == program for a in args[:3])
 
 
-def _reap(pids: list[int]) -> None:
-    """Collect exit statuses of our own children among ``pids`` (else they linger as zombies)."""
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
+def _reap(pids: list[int], timeout: float = 5.0) -> None:
+    """Collect exit statuses of our own children among ``pids`` (else they linger as zombies).
+
+    A multi-threaded process shows state Z as soon as its main thread exits, but it can be
+    reaped only once its last thread has gone, so one WNOHANG pass can miss it: retry until
+    each child is collected (or is not ours) or ``timeout`` passes.
+    """
+    pending = set(pids)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except (ChildProcessError, OSError):
+                done = pid  # not our child (or already collected): nothing to reap
+            if done == pid:
+                pending.discard(pid)
+        if not pending or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 # --- small helpers ----------------------------------------------------------------------------
