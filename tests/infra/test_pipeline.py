@@ -98,6 +98,7 @@ def test_release_dask_registry_and_scheduled_audit_by_a_worker(tmp_path, monkeyp
         )
         assert threads["num_samples"] == dask["num_samples"] == 200
         assert threads["carrier_fingerprint"] == dask["carrier_fingerprint"]
+
         def tars(url: str) -> list[str]:
             return sorted(e.name for e in storage.listdir(url) if e.name.endswith(".tar"))
 
