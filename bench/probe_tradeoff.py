@@ -1,7 +1,7 @@
 """Probe (not part of `make bench`): black-box power against mark strength (PSNR) at 10% marked.
 
 Issue 5 asks for this trade-off where the PSNR floor and the detection target cannot both hold.
-What it measures (2 cores, about 25 minutes; models cached in $RADTRACE_PROBE_CACHE): a marker
+What it measures (2 cores, about 22 minutes; models cached in $RADTRACE_PROBE_CACHE): a marker
 (SmallResNet 16-32-64-128, 3 epochs, the demo's) and a clean reference (VGG-style, width 16, 8
 epochs) trained on one half of Fashion-MNIST's training set; for each mark strength, a suspect
 (same VGG recipe) trained on the other half with 10% of each class marked; a control trained on
