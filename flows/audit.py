@@ -3,7 +3,6 @@ scheduled audit: every registered model vs every release recorded in MLflow)."""
 
 from __future__ import annotations
 
-import shlex
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,59 +12,12 @@ from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
 from flows.params import AuditParams, ScheduledAuditParams
-from radcore.blackbox import BlackboxDetection
 from radcore.carriers import Carriers
-from radcore.probes import ProbeSet
-from tasks.audit import blackbox_audit, combined_verdict, load_suspect, whitebox_audit
+from tasks.audit import audit_evidence, load_suspect, release_blackbox, whitebox_audit
 from tasks.datasets import load_images
 from tasks.models import marker_from_spec
 
 __all__ = ["audit_model", "audit_one", "audit_registered_models"]
-
-
-def _command(model: str, release_run: str, heldout: str, num: int, alpha: float) -> str:
-    parts = ["radtrace", "audit", model, "--release-run", release_run, "--heldout", heldout]
-    parts += ["--num-heldout", str(num), "--alpha", str(alpha)]
-    return shlex.join(parts)
-
-
-def _blackbox(
-    release: Any, suspect: Any, reference: str | None, trust_pickle: bool
-) -> tuple[BlackboxDetection | None, str | None]:
-    """The black-box test when the release recorded a probe set; the clean reference is the
-    audit's ``reference``, else the one the release recorded, else none."""
-    from tasks import tracking
-
-    data = tracking.fetch_release_probes(release.run_id)
-    if data is None:
-        return None, None
-    probes = ProbeSet.from_bytes(data)
-    reference = reference or tracking.release_params(release.run_id).get("reference") or None
-    ref_model = load_suspect(reference, trust_pickle=trust_pickle) if reference else None
-    return blackbox_audit(suspect, probes, ref_model), reference
-
-
-def _blackbox_evidence(bb: BlackboxDetection | None, reference: str | None) -> dict[str, Any]:
-    if bb is None:
-        return {"ran": False, "why": "the release recorded no black-box probe set"}
-    return {
-        "ran": True,
-        "name": "black-box: per-class response of the suspect to probes marked with the true "
-        "carrier vs control carriers, regressed on a clean reference; Stouffer over classes; "
-        "p by permuting carrier roles (radcore.blackbox)",
-        "statistic": bb.statistic,
-        "reference": reference,
-        "num_probes": bb.num_probes,
-        "pool_size": bb.num_carriers,
-        "z": bb.z,
-        "z_per_class": list(bb.z_per_class),
-        "permutations": bb.permutations,
-        "null_mean": bb.null_mean,
-        "null_sd": bb.null_sd,
-        "log10_p": bb.log10_p,
-        "log10_p_permutation": bb.log10_p_permutation,
-        "tail": bb.tail,
-    }
 
 
 @task(name="audit", cache_policy=NONE, persist_result=False)
@@ -112,45 +64,13 @@ def audit_one(
     images, _ = load_images(heldout, num_heldout)
     result = whitebox_audit(suspect, marker, carriers, images)
     det = result.detection
-    bb, reference = _blackbox(release, suspect, reference, trust_pickle)
-    tests = [det.log10_p] + ([bb.log10_p] if bb is not None else [])
-    decision, log10_p_adjusted = combined_verdict(tests, alpha)
+    bb, reference = release_blackbox(release.run_id, suspect, reference, trust_pickle)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     ref = tracking.ModelRef(suspect.name, suspect.version, suspect.run_id, model)
-    evidence = {
-        "model": {
-            "ref": model,
-            "name": suspect.name,
-            "version": suspect.version,
-            "weights_sha256": suspect.weights_sha256,
-            "arch": suspect.arch,
-        },
-        "release": {
-            "url": release.release_url,
-            "mlflow_run_id": release.run_id,
-            "carrier_fingerprint": release.carrier_fingerprint,
-            "marker_id": release.marker_id,
-        },
-        "test": {
-            "name": "white-box (Sablayrolles et al. 2020, sec. 4.2): least-squares alignment, "
-            "cosine of mapped classifier rows with carriers, Beta null, Fisher combination",
-            "heldout": heldout,
-            "num_images": det.num_images,
-            "dim": det.dim,
-            "cosines": list(det.cosines),
-            "log10_p_per_class": list(det.log10_p_per_class),
-            "log10_p": det.log10_p,
-            "empirical_null_draws": len(result.null_log10_p),
-            "empirical_null_share_at_or_below": result.null_p_below,
-        },
-        "blackbox": _blackbox_evidence(bb, reference),
-        "decision_rule": "detected when min(p) x (number of tests) <= alpha (Bonferroni)",
-        "log10_p_adjusted": log10_p_adjusted,
-        "alpha": alpha,
-        "verdict": decision,
-        "time_utc": now,
-        "reproduce": _command(model, release.run_id, heldout, num_heldout, alpha),
-    }
+    evidence = audit_evidence(
+        model, suspect, release, heldout, num_heldout, result, bb, reference, alpha, now
+    )
+    decision, log10_p_adjusted = evidence["verdict"], evidence["log10_p_adjusted"]
     figures = {
         "whitebox_null": null_figure(
             result.null_log10_p,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +40,15 @@ from tasks.models import classifier_from_bytes, state_bytes
 
 __all__ = [
     "Suspect",
-    "blackbox_audit",
-    "combined_verdict",
-    "logprob_fn",
     "WhiteboxAudit",
+    "audit_evidence",
+    "blackbox_audit",
+    "blackbox_evidence",
+    "combined_verdict",
     "load_suspect",
+    "logprob_fn",
+    "release_blackbox",
+    "reproduce_command",
     "suspect_transform",
     "verdict",
     "whitebox_audit",
@@ -221,3 +226,113 @@ def combined_verdict(log10_ps: list[float], alpha: float) -> tuple[str, float]:
     k = len(log10_ps)
     adjusted = min(0.0, min(log10_ps) + float(np.log10(k)))
     return verdict(adjusted, alpha), adjusted
+
+
+def release_blackbox(
+    release_run: str, suspect: Suspect, reference: str | None, trust_pickle: bool
+) -> tuple[BlackboxDetection | None, str | None]:
+    """The black-box test when the release recorded a probe set (else ``(None, None)``); the
+    clean reference is ``reference``, else the one the release recorded, else none.
+    Returns (detection, the reference used)."""
+    from tasks import tracking
+
+    data = tracking.fetch_release_probes(release_run)
+    if data is None:
+        return None, None
+    probes = ProbeSet.from_bytes(data)
+    reference = reference or tracking.release_params(release_run).get("reference") or None
+    ref_model = load_suspect(reference, trust_pickle=trust_pickle) if reference else None
+    return blackbox_audit(suspect, probes, ref_model), reference
+
+
+def reproduce_command(
+    model: str, release_run: str, heldout: str, num: int, alpha: float, reference: str | None
+) -> str:
+    """The ``radtrace audit`` command line that repeats an audit."""
+    parts = ["radtrace", "audit", model, "--release-run", release_run, "--heldout", heldout]
+    parts += ["--num-heldout", str(num), "--alpha", str(alpha)]
+    if reference:
+        parts += ["--reference", reference]
+    return shlex.join(parts)
+
+
+def blackbox_evidence(bb: BlackboxDetection | None, reference: str | None) -> dict[str, Any]:
+    """The black-box part of ``evidence.json``."""
+    if bb is None:
+        return {"ran": False, "why": "the release recorded no black-box probe set"}
+    return {
+        "ran": True,
+        "name": "black-box: per-class response of the suspect to probes marked with the true "
+        "carrier vs control carriers, regressed on a clean reference; Stouffer over classes; "
+        "p by permuting carrier roles (radcore.blackbox)",
+        "statistic": bb.statistic,
+        "reference": reference,
+        "num_probes": bb.num_probes,
+        "pool_size": bb.num_carriers,
+        "z": bb.z,
+        "z_per_class": list(bb.z_per_class),
+        "permutations": bb.permutations,
+        "null_mean": bb.null_mean,
+        "null_sd": bb.null_sd,
+        "log10_p": bb.log10_p,
+        "log10_p_permutation": bb.log10_p_permutation,
+        "tail": bb.tail,
+    }
+
+
+def audit_evidence(
+    model: str,
+    suspect: Suspect,
+    release: Any,
+    heldout: str,
+    num_heldout: int,
+    whitebox: WhiteboxAudit,
+    bb: BlackboxDetection | None,
+    reference: str | None,
+    alpha: float,
+    time_utc: str,
+) -> dict[str, Any]:
+    """``evidence.json`` of one audit (no secrets), with the Bonferroni verdict of both tests.
+
+    ``release``: a release record of :mod:`tasks.tracking` (run_id, release_url,
+    carrier_fingerprint, marker_id).
+    """
+    det = whitebox.detection
+    tests = [det.log10_p] + ([bb.log10_p] if bb is not None else [])
+    decision, log10_p_adjusted = combined_verdict(tests, alpha)
+    return {
+        "model": {
+            "ref": model,
+            "name": suspect.name,
+            "version": suspect.version,
+            "weights_sha256": suspect.weights_sha256,
+            "arch": suspect.arch,
+        },
+        "release": {
+            "url": release.release_url,
+            "mlflow_run_id": release.run_id,
+            "carrier_fingerprint": release.carrier_fingerprint,
+            "marker_id": release.marker_id,
+        },
+        "test": {
+            "name": "white-box (Sablayrolles et al. 2020, sec. 4.2): least-squares alignment, "
+            "cosine of mapped classifier rows with carriers, Beta null, Fisher combination",
+            "heldout": heldout,
+            "num_images": det.num_images,
+            "dim": det.dim,
+            "cosines": list(det.cosines),
+            "log10_p_per_class": list(det.log10_p_per_class),
+            "log10_p": det.log10_p,
+            "empirical_null_draws": len(whitebox.null_log10_p),
+            "empirical_null_share_at_or_below": whitebox.null_p_below,
+        },
+        "blackbox": blackbox_evidence(bb, reference),
+        "decision_rule": "detected when min(p) x (number of tests) <= alpha (Bonferroni)",
+        "log10_p_adjusted": log10_p_adjusted,
+        "alpha": alpha,
+        "verdict": decision,
+        "time_utc": time_utc,
+        "reproduce": reproduce_command(
+            model, release.run_id, heldout, num_heldout, alpha, reference
+        ),
+    }
