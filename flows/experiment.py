@@ -10,7 +10,6 @@ MLflow (experiment ``radtrace-experiments``) and to ``bench/results/fractions.js
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -39,7 +38,7 @@ def experiment_flow(
     params: ExperimentParams, workdir: str = ".radtrace/experiment/full"
 ) -> dict[str, Any]:
     """Run the sweep under ``workdir``; returns (and writes) the table and calibration."""
-    from tasks import tracking
+    from tasks import storage, tracking
 
     logger = get_run_logger()
     bad = [f for f in params.fractions if not 0 < f <= 1]
@@ -87,9 +86,8 @@ def experiment_flow(
         "reference_accuracy": setup["reference"]["accuracy"],
         "sizes": sizes.model_dump(),
     }
-    out = Path(params.results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    data = (json.dumps(result, indent=2, default=str) + "\n").encode()
+    storage.write_bytes_atomic(params.results, data)  # a crash never leaves half a table
     tracking.log_experiment_run(
         "fraction sweep",
         params={
@@ -102,7 +100,7 @@ def experiment_flow(
             for r in rows
             if r["name"] == "suspect"
         },
-        files={"fractions.json": out.read_bytes()},
+        files={"fractions.json": data},
     )
     create_table_artifact(
         [
