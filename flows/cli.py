@@ -133,6 +133,12 @@ def release(
     steps: int = typer.Option(12, min=1, help="Optimisation steps per batch."),
     psnr_floor: float = typer.Option(38.0, help="Minimum PSNR (dB) of each stored image."),
     batch_size: int = typer.Option(250, min=1, help="Images per marking batch."),
+    selection: str = typer.Option(
+        "auto",
+        help="Which images of a class to mark: hard (those the marker's classifier finds "
+        "hardest; far stronger traces), random, or auto (hard when the marker is a classifier "
+        "of these classes).",
+    ),
     heldout: str | None = typer.Option(
         None, help="Shard folder of vanilla held-out images recorded for later audits."
     ),
@@ -176,6 +182,7 @@ def release(
             steps=steps,
             psnr_floor=psnr_floor,
             batch_size=batch_size,
+            selection=selection,
             heldout=heldout,
             probes_per_class=probes_per_class,
             num_controls=num_controls,

@@ -47,6 +47,12 @@ class ReleaseParams(BaseModel):
     steps: int = Field(12, ge=1, le=1000)
     psnr_floor: float | None = Field(38.0, ge=20.0, le=80.0)
     batch_size: int = Field(250, ge=1, le=8192)
+    selection: Literal["auto", "hard", "random"] = Field(
+        "auto",
+        description="Which images of a class get marked: 'hard' (those the marker's classifier "
+        "finds hardest: much stronger traces), 'random', or 'auto' (hard when the marker "
+        "classifies the dataset's classes).",
+    )
     max_samples_per_shard: int = Field(1000, ge=1, le=1_000_000)
     carriers_out: str | None = Field(
         None,

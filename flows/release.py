@@ -121,6 +121,7 @@ def _log_to_mlflow(
         "eps_255": params.eps_255,
         "psnr_floor": params.psnr_floor,
         "steps": params.steps,
+        "selection": manifest["mark"]["selection"],
         "batch_size": params.batch_size,
         "carrier_fingerprint": manifest["carrier_fingerprint"],
         "heldout": params.heldout or "",
@@ -165,6 +166,7 @@ def release_dataset(params: ReleaseParams) -> dict[str, Any]:
         fraction=params.fraction,
         mark=MarkConfig(eps=params.eps_255 / 255, steps=params.steps, psnr_floor=params.psnr_floor),
         batch_size=params.batch_size,
+        selection=params.selection,
     )
     if storage.exists(storage.join(params.source, "index.json")):
         shards_url = params.source

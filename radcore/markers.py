@@ -66,8 +66,14 @@ class Marker(nn.Module):
     """φ: B×C×H×W float in [0, 1] -> B×d features (see module docstring)."""
 
     def __init__(
-        self, spec: MarkerSpec, net: nn.Module, features: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        spec: MarkerSpec,
+        net: nn.Module,
+        features: Callable[[torch.Tensor], torch.Tensor],
+        num_classes: int | None = None,
     ) -> None:
+        """num_classes: set when ``net`` is a classifier of the dataset's classes (its output is
+        logits): the release can then rank images by how hard they are (``class_log_probs``)."""
         super().__init__()
         if len(spec.mean) != spec.in_channels or len(spec.std) != spec.in_channels:
             raise ValueError("mean and std need one value per input channel of the marker")
@@ -79,6 +85,7 @@ class Marker(nn.Module):
         self.net.eval()
         self.net.requires_grad_(False)
         self._id = f"{spec.name}:{_weights_digest(net)[:12]}"
+        self.num_classes = num_classes
 
     @property
     def dim(self) -> int:
@@ -114,6 +121,16 @@ class Marker(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._features(self.prepare(images)).flatten(1)
+
+    @torch.no_grad()
+    def class_log_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """B×C×H×W in [0, 1] -> B×num_classes log-probabilities of the marker's own classifier."""
+        if self.num_classes is None:
+            raise ValueError(
+                f"marker {self.marker_id} is a feature extractor, not a classifier of the "
+                "dataset's classes: it cannot rank images by difficulty (select at random)"
+            )
+        return torch.log_softmax(self.net(self.prepare(images)).float(), dim=1)
 
 
 def _weights_digest(net: nn.Module) -> str:
@@ -218,4 +235,4 @@ def marker_from_classifier(
     spec = MarkerSpec(
         name=name, dim=dim, in_channels=in_channels, input_size=input_size, mean=mean, std=std
     )
-    return Marker(spec, model, features)
+    return Marker(spec, model, features, num_classes=int(last_linear(model).out_features))

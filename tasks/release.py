@@ -11,9 +11,16 @@ in the same order (marked or not), plus:
 - ``manifest.json`` last (see :func:`write_manifest`): a release without one is incomplete.
 
 Which samples are marked: per class c, ``round(q · n_c)`` samples (half up), spread over the
-shards by largest remainder, and inside a shard those with the smallest HMAC-SHA256 of their
-key under a secret derived from the carriers. Without the carriers nobody can tell from the
-data which samples were picked; the published samples' ``json`` does not say either.
+shards by largest remainder. Inside a shard, ``selection="hard"`` takes the images of the class
+that the marker's own classifier finds hardest (highest cross-entropy on their label): a trainer
+fits those last, with the least help from natural features, and that is where it picks up the
+carrier (measured in bench/scratch/2026-12-04/hardsel.py: at 40 dB the black-box log10 p of
+a from-scratch suspect went from -0.3 with a random 10% to -3.1). ``"random"`` takes those with
+the smallest HMAC-SHA256 of their key under a secret derived from the carriers (ties of
+``"hard"`` are broken the same way); ``"auto"`` (the default) is ``"hard"`` when the marker is a
+classifier of the dataset's classes, else ``"random"``. Under H0 the audited model never saw the
+release, so how the marked images were chosen cannot bias the tests. The published samples'
+``json`` does not say which samples were marked.
 Marking is deterministic: the random draws of each batch are seeded from the same secret, the
 shard name and the batch number, so a redone shard gets the same bytes on the same hardware.
 """
@@ -27,7 +34,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -62,18 +69,26 @@ __all__ = [
 MANIFEST_FORMAT = "radtrace-release/1"
 RECEIPT_FORMAT = "radtrace-receipt/1"
 RECEIPTS = "_receipts"
+SELECTIONS = ("auto", "hard", "random")
 PSNR_BIN_EDGES = tuple(float(e) for e in range(30, 61))  # 1 dB bins, 30..60 dB
 
 
 @dataclass(frozen=True)
 class ReleaseConfig:
-    """fraction: share of each class to mark, in [0, 1]. batch_size: images per mark() call."""
+    """fraction: share of each class to mark, in [0, 1]. batch_size: images per mark() call.
+    selection: which images of a class are marked, "auto", "hard" or "random" (module docstring).
+    """
 
     fraction: float = 0.1
     mark: MarkConfig = field(default_factory=MarkConfig)
     batch_size: int = 250
+    selection: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(
+                f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}"
+            )
         if not 0.0 <= self.fraction <= 1.0:
             raise ValueError(
                 f"fraction must be in [0, 1] (e.g. 0.1 marks 10%), got {self.fraction}"
@@ -210,6 +225,7 @@ def plan_release(
             f"{marker.dim} features: draw carriers for this marker"
         )
     storage.check_destination(out)
+    cfg = replace(cfg, selection=resolve_selection(cfg.selection, marker, len(index.classes)))
     quotas = allocate_quotas([s.class_counts for s in index.shards], cfg.fraction)
     digest = hashlib.sha256(
         dumps(
@@ -230,6 +246,21 @@ def plan_release(
             "destination or delete that one"
         )
     return ReleasePlan(index, out, cfg, carriers.fingerprint, marker.marker_id, quotas, digest)
+
+
+def resolve_selection(selection: str, marker: Marker, num_classes: int) -> str:
+    """ "auto" -> "hard" when the marker classifies these classes, else "random"."""
+    can_rank = marker.num_classes == num_classes
+    if selection == "hard" and not can_rank:
+        raise ValueError(
+            f"selection 'hard' ranks images with the marker's classifier, but marker "
+            f"{marker.marker_id} is not a classifier of the {num_classes} classes "
+            f"(outputs: {marker.num_classes or 'features only'}): use a marker trained on "
+            "these classes, or selection 'random'"
+        )
+    if selection == "auto":
+        return "hard" if can_rank else "random"
+    return selection
 
 
 def _remove_stale_temporaries(out: str) -> None:
@@ -274,12 +305,48 @@ def _decode(png: bytes) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def _pick(keys_by_class: dict[int, list[str]], quota: Sequence[int], secret: bytes) -> set[str]:
+def _pick(
+    keys_by_class: dict[int, list[str]],
+    quota: Sequence[int],
+    secret: bytes,
+    difficulty: dict[str, float] | None = None,
+) -> set[str]:
+    """Per class, the ``quota`` keys with the highest difficulty (when given), ties and the
+    random selection by the smallest HMAC score."""
     picked: set[str] = set()
     for c, keys in keys_by_class.items():
         want = quota[c] if c < len(quota) else 0
-        picked.update(sorted(keys, key=lambda k: _score(secret, k))[:want])
+        if difficulty is None:
+            order = sorted(keys, key=lambda k: _score(secret, k))
+        else:
+            order = sorted(keys, key=lambda k: (-difficulty[k], _score(secret, k)))
+        picked.update(order[:want])
     return picked
+
+
+def _difficulty(
+    keys_by_class: dict[int, list[str]],
+    pixels: dict[str, np.ndarray],
+    marker: Marker,
+    device: str | torch.device,
+    batch_size: int = 500,
+) -> dict[str, float]:
+    """Cross-entropy of the marker's classifier on each image's own label, rounded to 1e-6 so
+    that last-bit differences between runs do not reorder the ranking of a redone shard."""
+    items = [(k, c) for c, keys in keys_by_class.items() for k in keys]
+    by_shape: dict[tuple[int, ...], list[tuple[str, int]]] = {}
+    for k, c in items:
+        by_shape.setdefault(pixels[k].shape, []).append((k, c))
+    out: dict[str, float] = {}
+    for group in by_shape.values():
+        for i in range(0, len(group), batch_size):
+            chunk = group[i : i + batch_size]
+            x = torch.from_numpy(np.stack([pixels[k] for k, _ in chunk])).to(device)
+            logp = marker.class_log_probs(x.float() / 255.0).cpu()
+            labels = torch.tensor([c for _, c in chunk])
+            loss = -logp.gather(1, labels[:, None]).squeeze(1)
+            out.update((k, round(float(v), 6)) for (k, _), v in zip(chunk, loss, strict=True))
+    return out
 
 
 def _seed(secret: bytes, name: str, batch: int) -> int:
@@ -314,7 +381,11 @@ def release_shard(
             continue
         samples.append(sample)
         keys_by_class.setdefault(cls, []).append(key)
-    picked = _pick(keys_by_class, task.quota, secret)
+    marker = marker.to(device)
+    difficulty = None
+    if resolve_selection(task.cfg.selection, marker, len(task.quota)) == "hard":
+        difficulty = _difficulty(keys_by_class, pixels, marker, device)
+    picked = _pick(keys_by_class, task.quota, secret, difficulty)
 
     # Mark in batches of one image shape, in stored order.
     todo = [s for s in samples if s["__key__"] in picked]
@@ -323,7 +394,6 @@ def release_shard(
         by_shape.setdefault(pixels[s["__key__"]].shape, []).append(s)
     marked_png: dict[str, bytes] = {}
     psnr_vals, ssim_vals, own_sum, other_sum, mark_seconds, batch_no = [], [], 0.0, 0.0, 0.0, 0
-    marker = marker.to(device)
     for group in by_shape.values():
         for i in range(0, len(group), task.cfg.batch_size):
             chunk = group[i : i + task.cfg.batch_size]
@@ -438,6 +508,7 @@ def write_manifest(
             "steps": mark_cfg.steps,
             "psnr_floor": mark_cfg.psnr_floor,
             "batch_size": plan.cfg.batch_size,
+            "selection": plan.cfg.selection,
         },
         "quality": _quality(ordered),
         "plan_digest": plan.digest,

@@ -186,3 +186,57 @@ def test_unfinished_source_folder_names_the_fix(tmp_path: Path):
 def test_bad_fraction_is_refused():
     with pytest.raises(ValueError, match="fraction"):
         ReleaseConfig(fraction=1.5)
+
+
+def test_hard_selection_marks_what_the_marker_finds_hardest_in_each_shard_and_class(
+    source: str, tmp_path: Path
+):
+    import torch
+
+    out = str(tmp_path / "rel")
+    marker = tiny_marker()
+    cfg = ReleaseConfig(fraction=0.25, mark=FAST.mark, batch_size=32, selection="hard")
+    manifest = release(source, out, seeded_carriers(), marker, cfg)
+    assert manifest["mark"]["selection"] == "hard"
+    marked = _marked_keys(source, out)
+    plan = plan_release(source, str(tmp_path / "other"), seeded_carriers(), marker, cfg)
+    checked = 0
+    for shard, quota in zip(plan.index.shards, plan.quotas, strict=True):
+        samples = list(iter_tar_samples(storage.join(source, shard.name)))
+        x = torch.from_numpy(np.stack([decode(s["png"]) for s in samples])).float() / 255
+        x = x[:, None] if x.ndim == 3 else x
+        labels = torch.tensor([int(s["cls"]) for s in samples])
+        loss = -marker.class_log_probs(x).gather(1, labels[:, None]).squeeze(1)
+        for c in range(10):
+            rows = [i for i in range(len(samples)) if int(labels[i]) == c]
+            hardest = sorted(rows, key=lambda i: -float(loss[i]))[: quota[c]]
+            want = {samples[i]["__key__"] for i in hardest}
+            got = {samples[i]["__key__"] for i in rows} & marked
+            assert got == want, (shard.name, c)
+            checked += len(want)
+    assert checked == manifest["num_marked"] > 0
+
+
+def test_auto_selection_is_hard_for_a_classifier_marker_and_random_for_a_feature_extractor(
+    source: str, tmp_path: Path
+):
+    from radcore.markers import Marker, MarkerSpec
+
+    classifier = tiny_marker()
+    auto = ReleaseConfig(fraction=0.1, mark=FAST.mark)
+    assert (
+        plan_release(source, str(tmp_path / "a"), seeded_carriers(), classifier, auto).cfg.selection
+        == "hard"
+    )
+    features = Marker(
+        MarkerSpec("features", 32, 1, None, (0.286,), (0.353,)),
+        classifier.net,
+        classifier._features,
+    )
+    plan = plan_release(source, str(tmp_path / "b"), seeded_carriers(), features, auto)
+    assert plan.cfg.selection == "random"
+    hard = ReleaseConfig(fraction=0.1, mark=FAST.mark, selection="hard")
+    with pytest.raises(ValueError, match="selection 'random'"):
+        plan_release(source, str(tmp_path / "c"), seeded_carriers(), features, hard)
+    with pytest.raises(ValueError, match="selection must be one of"):
+        ReleaseConfig(selection="easy")
