@@ -14,6 +14,11 @@ never a release.
 
     .venv/bin/python -m bench.probe_tradeoff            # writes bench/results/tradeoff.json
     RADTRACE_TRADEOFF="4:40,6,8,12" .venv/bin/python -m bench.probe_tradeoff
+    RADTRACE_SELECTION=hard .venv/bin/python -m bench.probe_tradeoff   # -> tradeoff_hard.json
+
+``RADTRACE_SELECTION``: ``random`` (the first 10% of each class in a seeded shuffle, the
+default) or ``hard`` (the 10% of each class with the highest loss under the marker's own
+classifier, what a release does by default since 2026-12-04).
 
 Settings are ``eps`` (8-bit levels) or ``eps:floor`` (PSNR floor in dB on the stored images).
 """
@@ -40,6 +45,7 @@ from radcore.train import TrainConfig, accuracy, log_probabilities, train_classi
 MEAN, STD = (0.286,), (0.353,)
 CACHE = Path(os.environ.get("RADTRACE_PROBE_CACHE", "/tmp/radtrace-probe-cache"))
 SETTINGS = os.environ.get("RADTRACE_TRADEOFF", "4:40,6,8,12")
+SELECTION = os.environ.get("RADTRACE_SELECTION", "random")
 FRACTION, PROBES_PER_CLASS, CONTROLS = 0.1, 30, 30
 T0 = time.time()
 
@@ -86,8 +92,19 @@ def main() -> None:
     carriers = rc.draw_carriers(10, marker.dim, randbytes=random.Random(17).randbytes)
     pool, true_index = draw_pool(carriers, CONTROLS, randbytes=random.Random(18).randbytes)
     xb, yb = xtr[b], ytr[b]
+    if SELECTION not in ("random", "hard"):
+        raise SystemExit(f"RADTRACE_SELECTION must be random or hard, got {SELECTION!r}")
+    rank = torch.zeros(len(yb))  # random: stored order (a seeded shuffle of the training set)
+    if SELECTION == "hard":
+        logp = marker.class_log_probs(xb.float() / 255)
+        rank = logp.gather(1, yb[:, None]).squeeze(1)  # lowest log p of the label first
     sel = torch.cat(
-        [(yb == c).nonzero().flatten()[: round(FRACTION * int((yb == c).sum()))] for c in range(10)]
+        [
+            (yb == c)
+            .nonzero()
+            .flatten()[rank[yb == c].argsort(stable=True)][: round(FRACTION * int((yb == c).sum()))]
+            for c in range(10)
+        ]
     )
     pick = select_probes(yte[:1000], PROBES_PER_CLASS, 10)
     held_x, held_y = xte[3000:], yte[3000:]
@@ -111,7 +128,7 @@ def main() -> None:
     rows = []
     for eps, floor in parse(SETTINGS):
         cfg = rc.MarkConfig(eps=eps / 255, psnr_floor=floor)
-        tag = f"e{eps:g}_f{floor}"
+        tag = f"e{eps:g}_f{floor}" + ("_hard" if SELECTION == "hard" else "")
 
         def marked_suspect(cfg=cfg) -> torch.nn.Module:
             x = xb.clone()
@@ -143,6 +160,7 @@ def main() -> None:
     result = {
         "what": "black-box log10 p against mark PSNR at 10% marked (bench/probe_tradeoff.py)",
         "fraction": FRACTION,
+        "selection": SELECTION,
         "probes_per_class": PROBES_PER_CLASS,
         "controls": CONTROLS,
         "control_accuracy": round(accuracy(ctl, held_x, held_y, MEAN, STD), 4),
@@ -150,8 +168,9 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rows": rows,
     }
-    write_json(RESULTS_DIR / "tradeoff.json", result)
-    log("written to", RESULTS_DIR / "tradeoff.json")
+    name = "tradeoff.json" if SELECTION == "random" else f"tradeoff_{SELECTION}.json"
+    write_json(RESULTS_DIR / name, result)
+    log("written to", RESULTS_DIR / name)
 
 
 if __name__ == "__main__":
