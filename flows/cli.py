@@ -136,7 +136,7 @@ def release(
     selection: str = typer.Option(
         "auto",
         help="Which images of a class to mark: hard (those the marker's classifier finds "
-        "hardest; far stronger traces), random, or auto (hard when the marker is a classifier "
+        "hardest: stronger traces), random, or auto (hard when the marker is a classifier "
         "of these classes).",
     ),
     heldout: str | None = typer.Option(

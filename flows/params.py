@@ -50,7 +50,7 @@ class ReleaseParams(BaseModel):
     selection: Literal["auto", "hard", "random"] = Field(
         "auto",
         description="Which images of a class get marked: 'hard' (those the marker's classifier "
-        "finds hardest: much stronger traces), 'random', or 'auto' (hard when the marker "
+        "finds hardest: stronger traces), 'random', or 'auto' (hard when the marker "
         "classifies the dataset's classes).",
     )
     max_samples_per_shard: int = Field(1000, ge=1, le=1_000_000)

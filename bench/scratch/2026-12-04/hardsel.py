@@ -43,7 +43,9 @@ log("acc suspect", accuracy(sus, held_x, held_y, MEAN, STD), "control", accuracy
 fn = lambda m: (lambda x: log_probabilities(m, x, MEAN, STD))
 rl = -log_probabilities(ref, xte[:2000], MEAN, STD).gather(1, yte[:2000, None]).squeeze(1)
 hard = torch.cat([(yte[:2000] == c).nonzero().flatten()[rl[yte[:2000] == c].argsort(descending=True)[:50]] for c in range(10)])
-for pname, pick in (("random30", select_probes(yte[:1000], 30, 10)), ("hard50", hard)):
+sets = {"random30": select_probes(yte[:1000], 30, 10), "hard50": hard}
+for pname in os.environ.get("PROBESETS", "random30,hard50").split(","):
+    pick = sets[pname]
     probes = mark_probes(xte[pick], yte[pick], pool, true_index, marker, cfg)
     ref_lp = pool_logprobs(fn(ref), probes)
     for nm, m in (("control", ctl), ("suspect", sus)):
