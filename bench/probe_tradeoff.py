@@ -94,18 +94,16 @@ def main() -> None:
     xb, yb = xtr[b], ytr[b]
     if SELECTION not in ("random", "hard"):
         raise SystemExit(f"RADTRACE_SELECTION must be random or hard, got {SELECTION!r}")
-    rank = torch.zeros(len(yb))  # random: stored order (a seeded shuffle of the training set)
     if SELECTION == "hard":
-        logp = marker.class_log_probs(xb.float() / 255)
-        rank = logp.gather(1, yb[:, None]).squeeze(1)  # lowest log p of the label first
-    sel = torch.cat(
-        [
-            (yb == c)
-            .nonzero()
-            .flatten()[rank[yb == c].argsort(stable=True)][: round(FRACTION * int((yb == c).sum()))]
-            for c in range(10)
-        ]
-    )
+        label_logp = marker.class_log_probs(xb.float() / 255).gather(1, yb[:, None]).squeeze(1)
+
+    def chosen(c: int) -> torch.Tensor:
+        idx = (yb == c).nonzero().flatten()  # stored order: a seeded shuffle of the training set
+        if SELECTION == "hard":
+            idx = idx[label_logp[idx].argsort()]  # the lowest log p of the label first
+        return idx[: round(FRACTION * len(idx))]
+
+    sel = torch.cat([chosen(c) for c in range(10)])
     pick = select_probes(yte[:1000], PROBES_PER_CLASS, 10)
     held_x, held_y = xte[3000:], yte[3000:]
 

@@ -33,7 +33,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
@@ -316,6 +316,8 @@ def _pick(
     picked: set[str] = set()
     for c, keys in keys_by_class.items():
         want = quota[c] if c < len(quota) else 0
+        if want == 0:
+            continue
         if difficulty is None:
             order = sorted(keys, key=lambda k: _score(secret, k))
         else:
@@ -324,28 +326,34 @@ def _pick(
     return picked
 
 
+def _shape_batches(
+    keys: Sequence[str], pixels: dict[str, np.ndarray], batch_size: int
+) -> Iterator[list[str]]:
+    """``keys`` in batches of one image shape (a batch is one tensor), in their given order."""
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for k in keys:
+        by_shape.setdefault(pixels[k].shape, []).append(k)
+    for group in by_shape.values():
+        for i in range(0, len(group), batch_size):
+            yield group[i : i + batch_size]
+
+
 def _difficulty(
-    keys_by_class: dict[int, list[str]],
+    keys: Sequence[str],
+    cls_of: dict[str, int],
     pixels: dict[str, np.ndarray],
     marker: Marker,
     device: str | torch.device,
-    batch_size: int = 500,
 ) -> dict[str, float]:
     """Cross-entropy of the marker's classifier on each image's own label, rounded to 1e-6 so
     that last-bit differences between runs do not reorder the ranking of a redone shard."""
-    items = [(k, c) for c, keys in keys_by_class.items() for k in keys]
-    by_shape: dict[tuple[int, ...], list[tuple[str, int]]] = {}
-    for k, c in items:
-        by_shape.setdefault(pixels[k].shape, []).append((k, c))
     out: dict[str, float] = {}
-    for group in by_shape.values():
-        for i in range(0, len(group), batch_size):
-            chunk = group[i : i + batch_size]
-            x = torch.from_numpy(np.stack([pixels[k] for k, _ in chunk])).to(device)
-            logp = marker.class_log_probs(x.float() / 255.0).cpu()
-            labels = torch.tensor([c for _, c in chunk])
-            loss = -logp.gather(1, labels[:, None]).squeeze(1)
-            out.update((k, round(float(v), 6)) for (k, _), v in zip(chunk, loss, strict=True))
+    for chunk in _shape_batches(keys, pixels, 500):
+        x = torch.from_numpy(np.stack([pixels[k] for k in chunk])).to(device)
+        logp = marker.class_log_probs(x.float() / 255.0).cpu()
+        labels = torch.tensor([cls_of[k] for k in chunk])
+        loss = -logp.gather(1, labels[:, None]).squeeze(1)
+        out.update((k, round(float(v), 6)) for k, v in zip(chunk, loss, strict=True))
     return out
 
 
@@ -371,6 +379,7 @@ def release_shard(
     secret = selection_secret(carriers)
     samples, pixels, quarantine = [], {}, []
     keys_by_class: dict[int, list[str]] = {}
+    cls_of: dict[str, int] = {}
     for sample in iter_tar_samples(storage.join(task.source, task.name)):
         key = sample["__key__"]
         try:
@@ -381,37 +390,39 @@ def release_shard(
             continue
         samples.append(sample)
         keys_by_class.setdefault(cls, []).append(key)
+        cls_of[key] = cls
     marker = marker.to(device)
     difficulty = None
     if resolve_selection(task.cfg.selection, marker, len(task.quota)) == "hard":
-        difficulty = _difficulty(keys_by_class, pixels, marker, device)
+        # Only classes that get marks in this shard need ranking.
+        ranked = [
+            k
+            for c, ks in keys_by_class.items()
+            if c < len(task.quota) and task.quota[c]
+            for k in ks
+        ]
+        difficulty = _difficulty(ranked, cls_of, pixels, marker, device)
     picked = _pick(keys_by_class, task.quota, secret, difficulty)
 
     # Mark in batches of one image shape, in stored order.
-    todo = [s for s in samples if s["__key__"] in picked]
-    by_shape: dict[tuple[int, ...], list[dict[str, Any]]] = {}
-    for s in todo:
-        by_shape.setdefault(pixels[s["__key__"]].shape, []).append(s)
+    todo = [s["__key__"] for s in samples if s["__key__"] in picked]
     marked_png: dict[str, bytes] = {}
-    psnr_vals, ssim_vals, own_sum, other_sum, mark_seconds, batch_no = [], [], 0.0, 0.0, 0.0, 0
-    for group in by_shape.values():
-        for i in range(0, len(group), task.cfg.batch_size):
-            chunk = group[i : i + task.cfg.batch_size]
-            x = torch.from_numpy(np.stack([pixels[s["__key__"]] for s in chunk])).to(device)
-            y = torch.tensor([int(s["cls"]) for s in chunk])
-            gen = torch.Generator().manual_seed(_seed(secret, task.name, batch_no))
-            t0 = time.perf_counter()
-            result = mark(x, y, carriers, marker, task.cfg.mark, gen)
-            mark_seconds += time.perf_counter() - t0
-            batch_no += 1
-            out = result.images.cpu()
-            for s, img in zip(chunk, out.numpy(), strict=True):
-                arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
-                marked_png[s["__key__"]] = encode_png(Image.fromarray(np.ascontiguousarray(arr)))
-            psnr_vals += [round(float(v), 4) for v in result.psnr]
-            ssim_vals += [round(float(v), 6) for v in ssim(x.cpu(), out)]
-            own_sum += float(result.shift_own.sum())
-            other_sum += float(result.shift_other.sum())
+    psnr_vals, ssim_vals, own_sum, other_sum, mark_seconds = [], [], 0.0, 0.0, 0.0
+    for batch_no, chunk in enumerate(_shape_batches(todo, pixels, task.cfg.batch_size)):
+        x = torch.from_numpy(np.stack([pixels[k] for k in chunk])).to(device)
+        y = torch.tensor([cls_of[k] for k in chunk])
+        gen = torch.Generator().manual_seed(_seed(secret, task.name, batch_no))
+        t0 = time.perf_counter()
+        result = mark(x, y, carriers, marker, task.cfg.mark, gen)
+        mark_seconds += time.perf_counter() - t0
+        out = result.images.cpu()
+        for k, img in zip(chunk, out.numpy(), strict=True):
+            arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+            marked_png[k] = encode_png(Image.fromarray(np.ascontiguousarray(arr)))
+        psnr_vals += [round(float(v), 4) for v in result.psnr]
+        ssim_vals += [round(float(v), 6) for v in ssim(x.cpu(), out)]
+        own_sum += float(result.shift_own.sum())
+        other_sum += float(result.shift_other.sum())
 
     released = (_public_sample(s, marked_png.get(s["__key__"])) for s in samples)
     count, sha = write_shard(storage.join(task.release, task.name), released)
