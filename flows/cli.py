@@ -86,6 +86,12 @@ RunnerOpt = typer.Option("threads", help="Task runner: threads (one machine) or 
 WorkersOpt = typer.Option(2, min=1, max=512, help="Threads, or Dask workers for a LocalCluster.")
 DaskOpt = typer.Option(None, help="Existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object (for machines).")
+MethodOpt = typer.Option(
+    "pattern",
+    help="How images are marked: pattern (each class's secret low-frequency pixel pattern at "
+    "the PSNR floor; the stronger trace on a model trained from scratch) or feature (the "
+    "paper's marks along the carrier in the marker's feature space, within --eps).",
+)
 
 
 @app.command()
@@ -129,15 +135,25 @@ def release(
         help="Registry name, model folder, or MLflow model URI (models:/name@alias).",
     ),
     marker_input_size: int | None = typer.Option(None, help="Resize for the marker (px)."),
-    eps: float = typer.Option(4.0, help="L-inf budget in 8-bit levels (4 = 4/255)."),
-    steps: int = typer.Option(12, min=1, help="Optimisation steps per batch."),
-    psnr_floor: float = typer.Option(38.0, help="Minimum PSNR (dB) of each stored image."),
+    method: str = MethodOpt,
+    eps: float = typer.Option(4.0, help="L-inf budget of feature marks in 8-bit levels."),
+    steps: int = typer.Option(12, min=1, help="Optimisation steps of feature marks."),
+    psnr_floor: float = typer.Option(
+        40.0, help="Minimum PSNR (dB) of each stored image; pattern marks are set to it."
+    ),
     batch_size: int = typer.Option(250, min=1, help="Images per marking batch."),
     selection: str = typer.Option(
         "auto",
         help="Which images of a class to mark: hard (those the marker's classifier finds "
         "hardest: stronger traces), random, or auto (hard when the marker is a classifier "
         "of these classes).",
+    ),
+    skip_hardest: float = typer.Option(
+        0.02,
+        min=0.0,
+        max=0.99,
+        help="With hard selection: share of each class at the very top of the ranking passed "
+        "over (often ambiguous or mislabelled; marking them costs accuracy).",
     ),
     heldout: str | None = typer.Option(
         None, help="Shard folder of vanilla held-out images recorded for later audits."
@@ -178,11 +194,13 @@ def release(
             fraction=fraction,
             marker=marker,
             marker_input_size=marker_input_size,
+            method=method,
             eps_255=eps,
             steps=steps,
             psnr_floor=psnr_floor,
             batch_size=batch_size,
             selection=selection,
+            skip_hardest=skip_hardest,
             heldout=heldout,
             probes_per_class=probes_per_class,
             num_controls=num_controls,
@@ -386,6 +404,7 @@ def deploy(
 def demo(
     quick: bool = typer.Option(False, "--quick", help="Small sizes: about 5 minutes on 2 cores."),
     fraction: float = typer.Option(0.1, min=0.01, max=1.0, help="Share of each class marked."),
+    method: str = MethodOpt,
     workdir: str | None = typer.Option(
         None, help="Where shards, releases and models go (default: .radtrace/demo)."
     ),
@@ -404,7 +423,11 @@ def demo(
     _adopt_stack()
     from flows.demo import TABLE_KEYS, DemoParams, demo_flow
 
-    params = DemoParams.quick(fraction=fraction) if quick else DemoParams(fraction=fraction)
+    try:
+        sizes = DemoParams.quick if quick else DemoParams
+        params = sizes(fraction=fraction, method=method)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise _fail(exc) from exc
     root = workdir or str(_home() / "demo" / ("quick" if quick else "full"))
     try:
         result = demo_flow(params, root)
@@ -454,7 +477,8 @@ def experiment(
     calibration_trials: int = typer.Option(
         200, min=0, help="Null audits per model and release for the calibration study."
     ),
-    eps: float = typer.Option(4.0, help="L-inf budget of the marks in 8-bit levels."),
+    method: str = MethodOpt,
+    eps: float = typer.Option(4.0, help="L-inf budget of feature marks in 8-bit levels."),
     psnr_floor: float = typer.Option(40.0, help="Minimum PSNR (dB) of each marked image."),
     results: str = typer.Option("bench/results/fractions.json", help="JSON output file."),
     workdir: str | None = typer.Option(None, help="Default: .radtrace/experiment."),
@@ -473,7 +497,9 @@ def experiment(
         qs = tuple(float(f) for f in fractions.split(",") if f.strip())
         params = ExperimentParams(
             fractions=qs,
-            sizes=(DemoParams.quick if quick else DemoParams)(eps_255=eps, psnr_floor=psnr_floor),
+            sizes=(DemoParams.quick if quick else DemoParams)(
+                eps_255=eps, psnr_floor=psnr_floor, method=method
+            ),
             calibration_trials=calibration_trials,
             results=results,
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -63,6 +63,7 @@ class DemoParams(BaseModel):
     fraction: float = Field(0.1, gt=0.0, le=1.0, description="Share of each class marked.")
     eps_255: float = Field(4.0, gt=0.0, le=32.0)
     psnr_floor: float = Field(40.0, ge=20.0, le=80.0)
+    method: Literal["pattern", "feature"] = Field("pattern", description="How images are marked.")
     marker_epochs: int = Field(3, ge=1, le=100)
     epochs: int = Field(8, ge=1, le=200, description="Epochs of the reference and suspects.")
     probes_per_class: int = Field(50, ge=5, le=500)
@@ -128,6 +129,7 @@ def release_for(params: DemoParams, setup: dict[str, Any], workdir: str, fractio
             marker=setup["marker"]["uri"],
             eps_255=params.eps_255,
             psnr_floor=params.psnr_floor,
+            method=params.method,
             heldout=setup["heldout"],
             probes_per_class=params.probes_per_class,
             num_controls=params.num_controls,

@@ -43,15 +43,33 @@ class ReleaseParams(BaseModel):
         "arch.json, or an MLflow model URI (models:/name@alias).",
     )
     marker_input_size: int | None = Field(None, ge=8, le=1024)
-    eps_255: float = Field(4.0, gt=0.0, le=32.0, description="L-inf budget in 8-bit levels.")
-    steps: int = Field(12, ge=1, le=1000)
-    psnr_floor: float | None = Field(38.0, ge=20.0, le=80.0)
+    method: Literal["pattern", "feature"] = Field(
+        "pattern",
+        description="How images are marked: 'pattern' (each class's secret low-frequency pixel "
+        "pattern at the PSNR floor: the stronger trace on a from-scratch model) or 'feature' "
+        "(the paper's marks along the carrier in the marker's feature space, within eps).",
+    )
+    eps_255: float = Field(
+        4.0, gt=0.0, le=32.0, description="L-inf budget in 8-bit levels (feature marks)."
+    )
+    steps: int = Field(12, ge=1, le=1000, description="Optimisation steps (feature marks).")
+    psnr_floor: float | None = Field(
+        40.0, ge=20.0, le=80.0, description="Minimum PSNR (dB); pattern marks are set to it."
+    )
     batch_size: int = Field(250, ge=1, le=8192)
     selection: Literal["auto", "hard", "random"] = Field(
         "auto",
         description="Which images of a class get marked: 'hard' (those the marker's classifier "
         "finds hardest: stronger traces), 'random', or 'auto' (hard when the marker "
         "classifies the dataset's classes).",
+    )
+    skip_hardest: float = Field(
+        0.02,
+        ge=0.0,
+        lt=1.0,
+        description="With hard selection: the share of each class at the very top of the "
+        "ranking that is passed over (often ambiguous or mislabelled; marking them costs "
+        "accuracy).",
     )
     max_samples_per_shard: int = Field(1000, ge=1, le=1_000_000)
     carriers_out: str | None = Field(

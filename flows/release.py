@@ -120,8 +120,10 @@ def _log_to_mlflow(
         "marker_id": manifest["marker_id"],
         "eps_255": params.eps_255,
         "psnr_floor": params.psnr_floor,
+        "method": params.method,
         "steps": params.steps,
         "selection": manifest["mark"]["selection"],
+        "skip_hardest": manifest["mark"]["skip_hardest"],
         "batch_size": params.batch_size,
         "carrier_fingerprint": manifest["carrier_fingerprint"],
         "heldout": params.heldout or "",
@@ -164,9 +166,15 @@ def release_dataset(params: ReleaseParams) -> dict[str, Any]:
     marker_spec = marker_spec_from_ref(params.marker, params.marker_input_size)
     cfg = ReleaseConfig(
         fraction=params.fraction,
-        mark=MarkConfig(eps=params.eps_255 / 255, steps=params.steps, psnr_floor=params.psnr_floor),
+        mark=MarkConfig(
+            eps=params.eps_255 / 255,
+            steps=params.steps,
+            psnr_floor=params.psnr_floor,
+            method=params.method,
+        ),
         batch_size=params.batch_size,
         selection=params.selection,
+        skip_hardest=params.skip_hardest,
     )
     if storage.exists(storage.join(params.source, "index.json")):
         shards_url = params.source

@@ -12,6 +12,9 @@ in ±eps/2. With λ_ft > 0 the penalty is taken on φ(t(x~)) - φ(t(x)) under th
 it measures what δ does rather than what the augmentation does. The result is rounded to 8 bits,
 kept within eps of the original, and every image below the PSNR floor has its δ shrunk until it
 meets the floor on the stored 8-bit values.
+
+``method="pattern"`` marks each image with its class carrier's pixel pattern instead
+(:mod:`radcore.patterns`): no optimisation, no L-inf budget, the amplitude set by the PSNR floor.
 """
 
 from __future__ import annotations
@@ -23,14 +26,22 @@ import torch
 from radcore.augment import AugmentConfig, random_augment
 from radcore.carriers import Carriers
 from radcore.markers import Marker
+from radcore.patterns import add_patterns, render_patterns
 from radcore.quality import psnr
 
-__all__ = ["MarkConfig", "MarkResult", "carrier_shift", "mark"]
+__all__ = ["METHODS", "MarkConfig", "MarkResult", "carrier_shift", "mark"]
+
+METHODS = ("feature", "pattern")
 
 
 @dataclass(frozen=True)
 class MarkConfig:
-    """Marking hyper-parameters. eps is on the [0, 1] scale (4/255 = four 8-bit levels)."""
+    """Marking hyper-parameters. eps is on the [0, 1] scale (4/255 = four 8-bit levels).
+
+    method: "feature" (the paper's, along the carrier in the marker's feature space) or
+    "pattern" (the carrier's pixel pattern at the PSNR floor; only psnr_floor and
+    pattern_freqs apply, see :mod:`radcore.patterns`).
+    """
 
     eps: float = 4 / 255
     steps: int = 12
@@ -41,8 +52,18 @@ class MarkConfig:
     init: float = 0.5  # δ starts uniform in ±init·eps
     round_every: int = 0  # round to 8 bits every k steps (the paper: 10); 0 = only at the end
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    method: str = "feature"
+    pattern_freqs: int = 6  # K of radcore.patterns: 6 uses 17 carrier coordinates
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method == "pattern" and self.psnr_floor is None:
+            raise ValueError(
+                "pattern marks are scaled to the PSNR floor: set psnr_floor (e.g. 40 dB)"
+            )
+        if self.pattern_freqs < 2:
+            raise ValueError(f"pattern_freqs must be >= 2, got {self.pattern_freqs}")
         if not 0 < self.eps <= 1:
             raise ValueError(f"eps must be in (0, 1] on the [0, 1] scale, got {self.eps}")
         if self.steps < 1:
@@ -180,6 +201,8 @@ def mark(
     x0 = _as_unit_float(images)
     labels = labels.to(torch.long)
     _check_inputs(x0, labels, carriers, marker)
+    if cfg.method == "pattern":
+        return _mark_pattern(x0, labels, carriers, marker, cfg, generator)
     u = carriers.vectors.to(x0.device)[labels.to(x0.device)]  # B×d: each image's own carrier
     lr = cfg.lr if cfg.lr is not None else cfg.eps / 3
 
@@ -219,4 +242,21 @@ def mark(
         if cfg.psnr_floor is not None:
             q = _enforce_psnr_floor(x0, delta, q, cfg.psnr_floor, cfg.eps)
         own, other = carrier_shift(x0, q, labels, carriers, marker, cfg.augment, generator)
+    return MarkResult(images=q, psnr=psnr(x0, q), shift_own=own, shift_other=other)
+
+
+@torch.no_grad()
+def _mark_pattern(
+    x0: torch.Tensor,
+    labels: torch.Tensor,
+    carriers: Carriers,
+    marker: Marker,
+    cfg: MarkConfig,
+    generator: torch.Generator | None,
+) -> MarkResult:
+    assert cfg.psnr_floor is not None  # MarkConfig refuses a pattern method without a floor
+    h, w = x0.shape[-2:]
+    patterns = render_patterns(carriers.vectors[labels.cpu()], h, w, cfg.pattern_freqs)
+    q = add_patterns(x0, patterns, cfg.psnr_floor)
+    own, other = carrier_shift(x0, q, labels, carriers, marker, cfg.augment, generator)
     return MarkResult(images=q, psnr=psnr(x0, q), shift_own=own, shift_other=other)

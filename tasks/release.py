@@ -15,7 +15,11 @@ shards by largest remainder. Inside a shard, ``selection="hard"`` takes the imag
 that the marker's own classifier finds hardest (highest cross-entropy on their label): a trainer
 fits those last, with the least help from natural features, and that is where it picks up the
 carrier (measured in bench/scratch/2026-12-04/hardsel.py: at 40 dB the black-box log10 p of
-a from-scratch suspect went from -0.3 with a random 10% to -3.1). ``"random"`` takes those with
+a from-scratch suspect went from -0.3 with a random 10% to -3.1). The very hardest images of
+a class (``skip_hardest``, default 2% of the class in the shard) are passed over: marking them
+cost the suspect 0.7 points of test accuracy in bench/scratch/2026-12-05/tex2.py (they are
+often ambiguous or mislabelled), and passing over the top 2% kept its accuracy at the control's
+with most of the trace (pattern marks, z 5.2 -> 4.7). ``"random"`` takes those with
 the smallest HMAC-SHA256 of their key under a secret derived from the carriers (ties of
 ``"hard"`` are broken the same way); ``"auto"`` (the default) is ``"hard"`` when the marker is a
 classifier of the dataset's classes, else ``"random"``. Under H0 the audited model never saw the
@@ -77,12 +81,15 @@ PSNR_BIN_EDGES = tuple(float(e) for e in range(30, 61))  # 1 dB bins, 30..60 dB
 class ReleaseConfig:
     """fraction: share of each class to mark, in [0, 1]. batch_size: images per mark() call.
     selection: which images of a class are marked, "auto", "hard" or "random" (module docstring).
+    skip_hardest: with hard selection, the share of each class (per shard) passed over at the
+    top of the ranking before the marked ones are taken (module docstring).
     """
 
     fraction: float = 0.1
     mark: MarkConfig = field(default_factory=MarkConfig)
     batch_size: int = 250
     selection: str = "auto"
+    skip_hardest: float = 0.02
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -95,6 +102,8 @@ class ReleaseConfig:
             )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.skip_hardest < 1.0:
+            raise ValueError(f"skip_hardest must be in [0, 1), got {self.skip_hardest}")
 
 
 @dataclass(frozen=True)
@@ -310,9 +319,11 @@ def _pick(
     quota: Sequence[int],
     secret: bytes,
     difficulty: dict[str, float] | None = None,
+    skip: float = 0.0,
 ) -> set[str]:
-    """Per class, the ``quota`` keys with the highest difficulty (when given), ties and the
-    random selection by the smallest HMAC score."""
+    """Per class, the ``quota`` keys with the highest difficulty (when given) after passing
+    over the ``skip`` share of the class at the top (taken last, least hard first, when the
+    rest is too few); ties and the random selection by the smallest HMAC score."""
     picked: set[str] = set()
     for c, keys in keys_by_class.items():
         want = quota[c] if c < len(quota) else 0
@@ -322,6 +333,8 @@ def _pick(
             order = sorted(keys, key=lambda k: _score(secret, k))
         else:
             order = sorted(keys, key=lambda k: (-difficulty[k], _score(secret, k)))
+            top = math.floor(skip * len(order) + 0.5)
+            order = order[top:] + order[:top][::-1]
         picked.update(order[:want])
     return picked
 
@@ -402,7 +415,7 @@ def release_shard(
             for k in ks
         ]
         difficulty = _difficulty(ranked, cls_of, pixels, marker, device)
-    picked = _pick(keys_by_class, task.quota, secret, difficulty)
+    picked = _pick(keys_by_class, task.quota, secret, difficulty, task.cfg.skip_hardest)
 
     # Mark in batches of one image shape, in stored order.
     todo = [s["__key__"] for s in samples if s["__key__"] in picked]
@@ -518,8 +531,11 @@ def write_manifest(
             "eps_255": round(mark_cfg.eps * 255, 4),
             "steps": mark_cfg.steps,
             "psnr_floor": mark_cfg.psnr_floor,
+            "method": mark_cfg.method,
+            "pattern_freqs": mark_cfg.pattern_freqs,
             "batch_size": plan.cfg.batch_size,
             "selection": plan.cfg.selection,
+            "skip_hardest": plan.cfg.skip_hardest if plan.cfg.selection == "hard" else 0.0,
         },
         "quality": _quality(ordered),
         "plan_digest": plan.digest,

@@ -51,15 +51,19 @@ def world(fashion_mnist_test):
     cfg = rc.MarkConfig(eps=6 / 255, steps=6, psnr_floor=None)
     gen = torch.Generator().manual_seed(0)
     probes = mark_probes(xt[pick], yt[pick], pool, true_index, marker, cfg, generator=gen)
-    return subject, reference, probes
+    pattern_cfg = rc.MarkConfig(method="pattern", psnr_floor=40.0)
+    patterns = mark_probes(xt[pick], yt[pick], pool, true_index, marker, pattern_cfg)
+    return subject, reference, probes, patterns
 
 
 def _fn(model):
     return lambda images: log_probabilities(model, images, MEAN, STD)
 
 
-def test_blackbox_is_calibrated_and_the_paired_ttest_is_not(world):
-    subject, reference, probes = world
+@pytest.mark.parametrize("method", ["feature", "pattern"])
+def test_blackbox_is_calibrated_and_the_paired_ttest_is_not(world, method):
+    subject, reference, feature_probes, pattern_probes = world
+    probes = feature_probes if method == "feature" else pattern_probes
     clean, marked = pool_logprobs(_fn(subject), probes)
     sus = response_matrices(clean, marked, probes.labels)
     ref = response_matrices(*pool_logprobs(_fn(reference), probes), probes.labels)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import tasks.release as release_mod
+from radcore.mark import MarkConfig
 from tasks import storage
 from tasks.release import ReleaseConfig, allocate_quotas, plan_release, release
 from tasks.shards import read_index
@@ -188,19 +189,24 @@ def test_bad_fraction_is_refused():
         ReleaseConfig(fraction=1.5)
 
 
+@pytest.mark.parametrize("skip", [0.0, 0.25])
 def test_hard_selection_marks_what_the_marker_finds_hardest_in_each_shard_and_class(
-    source: str, tmp_path: Path
+    source: str, tmp_path: Path, skip: float
 ):
+    import math
+
     import torch
 
     out = str(tmp_path / "rel")
     marker = tiny_marker()
-    cfg = ReleaseConfig(fraction=0.25, mark=FAST.mark, batch_size=32, selection="hard")
+    cfg = ReleaseConfig(
+        fraction=0.25, mark=FAST.mark, batch_size=32, selection="hard", skip_hardest=skip
+    )
     manifest = release(source, out, seeded_carriers(), marker, cfg)
     assert manifest["mark"]["selection"] == "hard"
     marked = _marked_keys(source, out)
     plan = plan_release(source, str(tmp_path / "other"), seeded_carriers(), marker, cfg)
-    checked = 0
+    checked = skipped = 0
     for shard, quota in zip(plan.index.shards, plan.quotas, strict=True):
         samples = list(iter_tar_samples(storage.join(source, shard.name)))
         x = torch.from_numpy(np.stack([decode(s["png"]) for s in samples])).float() / 255
@@ -209,12 +215,16 @@ def test_hard_selection_marks_what_the_marker_finds_hardest_in_each_shard_and_cl
         loss = -marker.class_log_probs(x).gather(1, labels[:, None]).squeeze(1)
         for c in range(10):
             rows = [i for i in range(len(samples)) if int(labels[i]) == c]
-            hardest = sorted(rows, key=lambda i: -float(loss[i]))[: quota[c]]
+            ranked = sorted(rows, key=lambda i: -float(loss[i]))
+            top = math.floor(skip * len(rows) + 0.5)  # passed over, taken last if need be
+            hardest = (ranked[top:] + ranked[:top][::-1])[: quota[c]]
+            skipped += len(set(ranked[:top]) - set(hardest))
             want = {samples[i]["__key__"] for i in hardest}
             got = {samples[i]["__key__"] for i in rows} & marked
             assert got == want, (shard.name, c)
             checked += len(want)
     assert checked == manifest["num_marked"] > 0
+    assert (skipped > 0) == (skip > 0) and manifest["mark"]["skip_hardest"] == skip
 
 
 def test_auto_selection_is_hard_for_a_classifier_marker_and_random_for_a_feature_extractor(
@@ -240,3 +250,30 @@ def test_auto_selection_is_hard_for_a_classifier_marker_and_random_for_a_feature
         plan_release(source, str(tmp_path / "c"), seeded_carriers(), features, hard)
     with pytest.raises(ValueError, match="selection must be one of"):
         ReleaseConfig(selection="easy")
+    with pytest.raises(ValueError, match="skip_hardest"):
+        ReleaseConfig(skip_hardest=1.0)
+
+
+def test_a_pattern_release_stores_each_class_pattern_at_the_floor(source: str, tmp_path: Path):
+    import torch
+
+    from radcore.patterns import render_patterns
+
+    out = str(tmp_path / "rel")
+    carriers = seeded_carriers()
+    cfg = ReleaseConfig(fraction=0.25, mark=MarkConfig(method="pattern", psnr_floor=40.0))
+    manifest = release(source, out, carriers, tiny_marker(), cfg)
+    assert manifest["mark"]["method"] == "pattern" and manifest["mark"]["pattern_freqs"] == 6
+    marked = _marked_keys(source, out)
+    patterns = render_patterns(carriers.vectors, 28, 28)
+    decoded = 0
+    for a, b in zip(_samples(source), _release_samples(out), strict=True):
+        if a["__key__"] not in marked:
+            continue
+        x, y = decode(a["png"]).astype(float), decode(b["png"]).astype(float)
+        mse = ((x - y) ** 2).mean() / 255**2
+        assert 40.0 <= 10 * np.log10(1 / mse) < 40.6
+        score = torch.einsum("hw,chw->c", torch.from_numpy(y - x), patterns)
+        decoded += int(score.argmax()) == int(a["cls"])
+    assert decoded == len(marked) == manifest["num_marked"] > 0
+    assert verify_release(out, source=source).ok
