@@ -64,10 +64,11 @@ class DemoParams(BaseModel):
     eps_255: float = Field(4.0, gt=0.0, le=32.0)
     psnr_floor: float = Field(40.0, ge=20.0, le=80.0)
     method: Literal["pattern", "feature"] = Field("pattern", description="How images are marked.")
+    skip_hardest: float = Field(0.0, ge=0.0, lt=1.0, description="See ReleaseParams.")
     marker_epochs: int = Field(3, ge=1, le=100)
     epochs: int = Field(8, ge=1, le=200, description="Epochs of the reference and suspects.")
     probes_per_class: int = Field(50, ge=5, le=500)
-    num_controls: int = Field(40, ge=5, le=1000)
+    num_controls: int = Field(100, ge=5, le=1000)
     num_heldout: int = Field(2000, ge=200, le=5000, description="White-box alignment images.")
     alpha: float = Field(1e-3, gt=0.0, lt=1.0)
 
@@ -78,7 +79,7 @@ class DemoParams(BaseModel):
             marker_epochs=2,
             epochs=4,
             probes_per_class=30,
-            num_controls=20,
+            num_controls=60,
             num_heldout=1000,
         )
         return cls(**{**base, **overrides})
@@ -130,6 +131,7 @@ def release_for(params: DemoParams, setup: dict[str, Any], workdir: str, fractio
             eps_255=params.eps_255,
             psnr_floor=params.psnr_floor,
             method=params.method,
+            skip_hardest=params.skip_hardest,
             heldout=setup["heldout"],
             probes_per_class=params.probes_per_class,
             num_controls=params.num_controls,

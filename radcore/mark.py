@@ -85,6 +85,8 @@ class MarkResult:
     images: B×C×H×W uint8. psnr: B float64 dB against the originals.
     shift_own: B, feature shift along the image's own carrier under a fresh augmentation.
     shift_other: B, mean |shift| along the other classes' carriers, same augmentation.
+    Pattern marks do not target the marker's features and leave both at zero (not measured),
+    so that marking needs no network at all.
     """
 
     images: torch.Tensor
@@ -202,7 +204,7 @@ def mark(
     labels = labels.to(torch.long)
     _check_inputs(x0, labels, carriers, marker)
     if cfg.method == "pattern":
-        return _mark_pattern(x0, labels, carriers, marker, cfg, generator)
+        return _mark_pattern(x0, labels, carriers, cfg)
     u = carriers.vectors.to(x0.device)[labels.to(x0.device)]  # B×d: each image's own carrier
     lr = cfg.lr if cfg.lr is not None else cfg.eps / 3
 
@@ -247,16 +249,11 @@ def mark(
 
 @torch.no_grad()
 def _mark_pattern(
-    x0: torch.Tensor,
-    labels: torch.Tensor,
-    carriers: Carriers,
-    marker: Marker,
-    cfg: MarkConfig,
-    generator: torch.Generator | None,
+    x0: torch.Tensor, labels: torch.Tensor, carriers: Carriers, cfg: MarkConfig
 ) -> MarkResult:
     assert cfg.psnr_floor is not None  # MarkConfig refuses a pattern method without a floor
     h, w = x0.shape[-2:]
     patterns = render_patterns(carriers.vectors[labels.cpu()], h, w, cfg.pattern_freqs)
     q = add_patterns(x0, patterns, cfg.psnr_floor)
-    own, other = carrier_shift(x0, q, labels, carriers, marker, cfg.augment, generator)
-    return MarkResult(images=q, psnr=psnr(x0, q), shift_own=own, shift_other=other)
+    zero = torch.zeros(x0.shape[0], dtype=torch.float32)
+    return MarkResult(images=q, psnr=psnr(x0, q), shift_own=zero, shift_other=zero)

@@ -15,11 +15,10 @@ shards by largest remainder. Inside a shard, ``selection="hard"`` takes the imag
 that the marker's own classifier finds hardest (highest cross-entropy on their label): a trainer
 fits those last, with the least help from natural features, and that is where it picks up the
 carrier (measured in bench/scratch/2026-12-04/hardsel.py: at 40 dB the black-box log10 p of
-a from-scratch suspect went from -0.3 with a random 10% to -3.1). The very hardest images of
-a class (``skip_hardest``, default 2% of the class in the shard) are passed over: marking them
-cost the suspect 0.7 points of test accuracy in bench/scratch/2026-12-05/tex2.py (they are
-often ambiguous or mislabelled), and passing over the top 2% kept its accuracy at the control's
-with most of the trace (pattern marks, z 5.2 -> 4.7). ``"random"`` takes those with
+a from-scratch suspect went from -0.3 with a random 10% to -3.1). ``skip_hardest`` (default 0)
+passes over that share of the class at the very top of the ranking (often ambiguous or
+mislabelled images): with pattern marks, skipping the top 2% kept the suspect's accuracy at the
+control's but weakened the trace (README, "Marks"). ``"random"`` takes those with
 the smallest HMAC-SHA256 of their key under a secret derived from the carriers (ties of
 ``"hard"`` are broken the same way); ``"auto"`` (the default) is ``"hard"`` when the marker is a
 classifier of the dataset's classes, else ``"random"``. Under H0 the audited model never saw the
@@ -89,7 +88,7 @@ class ReleaseConfig:
     mark: MarkConfig = field(default_factory=MarkConfig)
     batch_size: int = 250
     selection: str = "auto"
-    skip_hardest: float = 0.02
+    skip_hardest: float = 0.0
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -466,7 +465,9 @@ def _public_sample(sample: dict[str, Any], marked_png: bytes | None) -> dict[str
     return {"__key__": sample["__key__"], "png": png, "cls": sample["cls"], "json": body}
 
 
-def _quality(receipts: Sequence[Receipt]) -> dict[str, Any]:
+def _quality(receipts: Sequence[Receipt], shifts_measured: bool = True) -> dict[str, Any]:
+    """Quality figures of the marked images; the feature shifts are None for pattern marks,
+    which do not measure them."""
     psnr = np.array([v for r in receipts for v in r.psnr], dtype=np.float64)
     ssim_v = np.array([v for r in receipts for v in r.ssim], dtype=np.float64)
     n = len(psnr)
@@ -480,8 +481,10 @@ def _quality(receipts: Sequence[Receipt]) -> dict[str, Any]:
         "psnr_min": round(float(psnr.min()), 4),
         "ssim_mean": round(float(ssim_v.mean()), 6),
         "ssim_min": round(float(ssim_v.min()), 6),
-        "shift_own_mean": sum(r.shift_own_sum for r in receipts) / n,
-        "shift_other_mean": sum(r.shift_other_sum for r in receipts) / n,
+        "shift_own_mean": sum(r.shift_own_sum for r in receipts) / n if shifts_measured else None,
+        "shift_other_mean": (
+            sum(r.shift_other_sum for r in receipts) / n if shifts_measured else None
+        ),
         "psnr_histogram": {"edges_db": list(PSNR_BIN_EDGES), "counts": counts.tolist()},
     }
 
@@ -537,7 +540,7 @@ def write_manifest(
             "selection": plan.cfg.selection,
             "skip_hardest": plan.cfg.skip_hardest if plan.cfg.selection == "hard" else 0.0,
         },
-        "quality": _quality(ordered),
+        "quality": _quality(ordered, shifts_measured=mark_cfg.method == "feature"),
         "plan_digest": plan.digest,
         "mlflow_run_id": mlflow_run_id,
     }
