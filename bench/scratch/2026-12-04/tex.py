@@ -1,6 +1,9 @@
 """Probe: class-wise secret textures in pixel space (a shortcut a CNN can learn whatever the
 crop offset: gratings are shift-invariant up to phase, made flip-symmetric), PSNR-floored.
 MODE: grating (additive), gmask (grating modulated by the object's intensity), lowfreq (pat.py).
+SELECT: unset (a random Q of each class), hard (the hardest Q by SCORER's loss) or band (ranks
+SKIP..SKIP+Q); SCORER: ref (the owner's reference, default) or marker (the demo's marker, from
+bench/probe_tradeoff's cache).
 Black-box test as in the product: pool of 10 true + NCTL control textures, probes marked with
 each, own/cross statistic, reference covariate, permutation p.
 """
@@ -72,15 +75,21 @@ def apply(x_u8, p, psnr):
 yb = ytr[B]; xb = xtr[B].clone()
 gs = torch.Generator().manual_seed(99)
 ref = cached("ref_vgg_A", lambda: train(xtr[A], ytr[A], 21))
-if os.environ.get("SELECT") == "hard":  # the owner's reference's hardest 10% of each class
-    rl = -log_probabilities(ref, xb, M, S).gather(1, yb[:, None]).squeeze(1)
-    sel = torch.cat([(yb == c).nonzero().flatten()[rl[yb == c].argsort(descending=True)[: int(round(Q * (yb == c).sum().item()))]] for c in range(10)])
+SKIP = float(os.environ.get("SKIP", 0))
+if os.environ.get("SELECT") in ("hard", "band"):  # ranked by SCORER's loss, hardest first
+    scorer = ref if os.environ.get("SCORER", "ref") == "ref" else torch.load("/tmp/radtrace-probe-cache/marker.pt", weights_only=False)
+    rl = -log_probabilities(scorer, xb, M, S).gather(1, yb[:, None]).squeeze(1)
+    def band(c):  # ranks SKIP..SKIP+Q of class c (SELECT=hard: SKIP=0)
+        n = (yb == c).sum().item(); lo = int(round(SKIP * n)); hi = lo + int(round(Q * n))
+        return (yb == c).nonzero().flatten()[rl[yb == c].argsort(descending=True)[lo:hi]]
+    sel = torch.cat([band(c) for c in range(10)])
 else:
     sel = torch.cat([(yb == c).nonzero().flatten()[torch.randperm(int((yb == c).sum()), generator=gs)[: int(round(Q * (yb == c).sum().item()))]] for c in range(10)])
 xm, ps = apply(xb[sel], pats[yb[sel]].unsqueeze(1), PSNR)
 log(f"{MODE}: marked {len(sel)} PSNR mean {ps.mean():.2f} min {ps.min():.2f}")
 xb[sel] = xm
-tag = f"tex{os.environ.get('SELECT', '')}_{MODE}_p{PSNR}_q{Q}_f{FLO}-{FHI}_n{NG}_s{SEED}"
+band_tag = f"{SKIP:g}{os.environ.get('SCORER', '')}" if os.environ.get("SELECT") == "band" else ""
+tag = f"tex{os.environ.get('SELECT', '')}{band_tag}_{MODE}_p{PSNR}_q{Q}_f{FLO}-{FHI}_n{NG}_s{SEED}"
 sus = cached(tag, lambda: train(xb, yb, 3))
 ctl = cached("ctl_vgg", lambda: train(xtr[B], ytr[B], 3))
 ref = cached("ref_vgg_A", lambda: train(xtr[A], ytr[A], 21))
