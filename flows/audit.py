@@ -83,7 +83,11 @@ def audit_one(
         figures["blackbox_null"] = null_figure(
             bb.null_z,
             bb.z,
-            title="Black-box Stouffer z: true carriers vs permuted carrier roles",
+            title=(
+                "Black-box z: the key vs its exact null"
+                if bb.statistic == "response"
+                else "Black-box Stouffer z: true carriers vs permuted carrier roles"
+            ),
             xlabel="z",
         )
     metrics = {

@@ -163,7 +163,10 @@ def release(
         50, min=0, help="Black-box probes per class, drawn from --heldout (0: none)."
     ),
     num_controls: int = typer.Option(
-        100, min=5, help="Control carriers marked on the probes (more: a sharper test)."
+        100,
+        min=5,
+        help="Feature marks: control carriers marked on the probes (more: a sharper test). "
+        "Pattern marks use the response test, which needs none.",
     ),
     reference: str | None = typer.Option(
         None, help="Clean reference model (models:/... or folder) recorded for black-box audits."

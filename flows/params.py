@@ -89,8 +89,8 @@ class ReleaseParams(BaseModel):
         100,
         ge=5,
         le=10_000,
-        description="Control carriers marked on the probes beside the true (more: a sharper "
-        "test; pattern marks make them cheap).",
+        description="Feature marks: control carriers marked on the probes beside the true "
+        "(more: a sharper test). Pattern marks use the response test, which needs none.",
     )
     reference: str | None = Field(
         None,

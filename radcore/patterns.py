@@ -29,7 +29,15 @@ import torch
 
 from radcore.quality import psnr
 
-__all__ = ["add_patterns", "pattern_dim", "pattern_frequencies", "render_patterns"]
+__all__ = [
+    "add_patterns",
+    "pattern_amplitude",
+    "pattern_basis",
+    "pattern_coefficients",
+    "pattern_dim",
+    "pattern_frequencies",
+    "render_patterns",
+]
 
 
 def pattern_frequencies(k: int) -> list[tuple[int, int]]:
@@ -53,26 +61,48 @@ def _dct_rows(n: int, k: int) -> torch.Tensor:
     return rows / rows.norm(dim=1, keepdim=True)
 
 
-def render_patterns(vectors: torch.Tensor, height: int, width: int, k: int = 6) -> torch.Tensor:
-    """Unit-norm height×width patterns of carriers ``vectors`` (B×d). Returns B×H×W float64."""
+def _check(height: int, width: int, k: int) -> None:
+    if min(height, width) < k:
+        raise ValueError(
+            f"images of {height}×{width} are too small for K={k} pattern frequencies: "
+            f"use K <= {min(height, width)}"
+        )
+
+
+def pattern_basis(height: int, width: int, k: int = 6) -> torch.Tensor:
+    """The m orthonormal height×width basis images of the patterns (m×H×W float64): the 2-D
+    DCT-II products of :func:`pattern_frequencies`."""
+    _check(height, width, k)
+    freqs = pattern_frequencies(k)
+    rows_y = _dct_rows(height, k)[[fy for fy, _ in freqs]]  # m×H
+    rows_x = _dct_rows(width, k)[[fx for _, fx in freqs]]  # m×W
+    return torch.einsum("ih,iw->ihw", rows_y, rows_x)
+
+
+def pattern_coefficients(vectors: torch.Tensor, k: int = 6) -> torch.Tensor:
+    """The unit coefficient vectors (B×m float64) of carriers ``vectors`` (B×d): their first
+    m coordinates, rescaled."""
     m = pattern_dim(k)
     if vectors.ndim != 2 or vectors.shape[1] < m:
         raise ValueError(
             f"pattern marks with K={k} need carriers of dimension >= {m}, got "
             f"{tuple(vectors.shape)}: use a marker with more features or a smaller K"
         )
-    if min(height, width) < k:
-        raise ValueError(
-            f"images of {height}×{width} are too small for K={k} pattern frequencies: "
-            f"use K <= {min(height, width)}"
-        )
     coef = vectors[:, :m].to(torch.float64)
-    coef = coef / coef.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    freqs = pattern_frequencies(k)
-    rows_y = _dct_rows(height, k)[[fy for fy, _ in freqs]]  # m×H
-    rows_x = _dct_rows(width, k)[[fx for _, fx in freqs]]  # m×W
+    return coef / coef.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def render_patterns(vectors: torch.Tensor, height: int, width: int, k: int = 6) -> torch.Tensor:
+    """Unit-norm height×width patterns of carriers ``vectors`` (B×d). Returns B×H×W float64."""
+    coef = pattern_coefficients(vectors, k)
     # Distinct frequency pairs of orthonormal rows: the patterns have unit norm.
-    return torch.einsum("bi,ih,iw->bhw", coef, rows_y, rows_x)
+    return torch.einsum("bi,ihw->bhw", coef, pattern_basis(height, width, k))
+
+
+def pattern_amplitude(height: int, width: int, floor: float) -> float:
+    """The amplitude (on the [0, 1] scale) of a unit pattern whose MSE, before clipping and
+    rounding, puts an H×W image at PSNR ``floor``."""
+    return math.sqrt(10.0 ** (-floor / 10.0) * height * width)
 
 
 def _store(x0: torch.Tensor, pattern: torch.Tensor, amp: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ observed value against that empirical null; ``null_p_below`` says how many null 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -35,6 +36,7 @@ from radcore.detect import (
 from radcore.markers import Marker
 from radcore.nets import last_linear
 from radcore.probes import ProbeSet, pool_logprobs
+from radcore.response import ResponseProbes, response_test, sensitivity
 from tasks import storage
 from tasks.models import classifier_from_bytes, state_bytes
 
@@ -200,12 +202,19 @@ def logprob_fn(suspect: Suspect, batch_size: int = 1000):
 
 def blackbox_audit(
     suspect: Suspect,
-    probes: ProbeSet,
+    probes: ProbeSet | ResponseProbes,
     reference: Suspect | None,
     cfg: BlackboxConfig = BlackboxConfig(),
 ) -> BlackboxDetection:
-    """The black-box test of :mod:`radcore.blackbox` on a release's cached probe set; the
-    clean ``reference`` model (trained by the data owner) is a covariate when given."""
+    """The black-box test on a release's cached probe set: the response test of
+    :mod:`radcore.response` for pattern releases, else the permutation test of
+    :mod:`radcore.blackbox`. The clean ``reference`` model (trained by the data owner) is
+    subtracted (response) or a covariate (permutation) when given."""
+    if isinstance(probes, ResponseProbes):
+        sus = sensitivity(logprob_fn(suspect), probes)
+        ref = sensitivity(logprob_fn(reference), probes) if reference is not None else None
+        det = response_test(sus, probes.coefficients.numpy(), ref)
+        return dataclasses.replace(det, num_probes=int(probes.labels.shape[0]))
     clean, marked = pool_logprobs(logprob_fn(suspect), probes)
     ref_clean = ref_marked = None
     if reference is not None:
@@ -239,7 +248,9 @@ def release_blackbox(
     data = tracking.fetch_release_probes(release_run)
     if data is None:
         return None, None
-    probes = ProbeSet.from_bytes(data)
+    from tasks.probes import load_probe_set
+
+    probes = load_probe_set(data)
     reference = reference or tracking.release_params(release_run).get("reference") or None
     ref_model = load_suspect(reference, trust_pickle=trust_pickle) if reference else None
     return blackbox_audit(suspect, probes, ref_model), reference
@@ -260,11 +271,22 @@ def blackbox_evidence(bb: BlackboxDetection | None, reference: str | None) -> di
     """The black-box part of ``evidence.json``."""
     if bb is None:
         return {"ran": False, "why": "the release recorded no black-box probe set"}
+    if bb.statistic == "response":
+        name = (
+            "black-box response test: the suspect's pull towards each class along the pattern "
+            "basis (central differences on held-out probes, the clean reference's part "
+            "removed), summed cosines with the key's pattern directions, exact Beta null "
+            "(radcore.response)"
+        )
+    else:
+        name = (
+            "black-box: per-class response of the suspect to probes marked with the true "
+            "carrier vs control carriers, regressed on a clean reference; Stouffer over "
+            "classes; p by permuting carrier roles (radcore.blackbox)"
+        )
     return {
         "ran": True,
-        "name": "black-box: per-class response of the suspect to probes marked with the true "
-        "carrier vs control carriers, regressed on a clean reference; Stouffer over classes; "
-        "p by permuting carrier roles (radcore.blackbox)",
+        "name": name,
         "statistic": bb.statistic,
         "reference": reference,
         "num_probes": bb.num_probes,

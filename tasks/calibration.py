@@ -1,9 +1,12 @@
 """Task: calibration study of both tests on models that never saw the carriers under test.
 
-Black-box: the release's probe pool, with C random pool carriers rotated into the "true" role in
-each trial (a marked suspect's own true carriers are left out, so every trial is a real H0).
-The naive per-image paired t-test runs on the same rotations, to show why radtrace does not use
-it. White-box: fresh carrier sets per trial against the model's aligned classifier rows.
+Black-box, feature releases: the release's probe pool, with C random pool carriers rotated into
+the "true" role in each trial (a marked suspect's own true carriers are left out, so every trial
+is a real H0). Pattern releases (the response test): fresh carriers per trial against the model's
+sensitivity matrix. The naive per-image paired t-test runs on pool rotations (for pattern
+releases, on a pool of fresh pattern carriers marked on the probes here), to show why radtrace
+does not use it. White-box: fresh carrier sets per trial against the model's aligned classifier
+rows.
 Reported: the false-positive rate at alpha 0.01 and 0.05 and the Kolmogorov-Smirnov statistic
 of the p-values against the uniform law.
 """
@@ -27,10 +30,15 @@ from radcore.blackbox import (
 from radcore.carriers import Carriers, draw_carriers
 from radcore.detect import mapped_rows, score_mapped_rows, whitebox_features
 from radcore.nets import last_linear
+from radcore.patterns import add_patterns, pattern_coefficients, render_patterns
 from radcore.probes import ProbeSet, pool_logprobs
+from radcore.response import ResponseProbes, response_null, sensitivity
 from tasks.audit import load_suspect, logprob_fn, suspect_transform
 from tasks.datasets import load_images
 from tasks.models import marker_from_spec
+from tasks.probes import load_probe_set
+
+NAIVE_POOL = 40  # fresh pattern carriers for the paired t-test on pattern releases
 
 __all__ = ["calibrate_model", "summarise_pvalues"]
 
@@ -67,30 +75,17 @@ def calibrate_model(
     data = tracking.fetch_release_probes(release_run)
     if data is None:
         raise ValueError(f"release run {release_run} has no black-box probe set to calibrate on")
-    probes = ProbeSet.from_bytes(data)
+    probes = load_probe_set(data)
     suspect = load_suspect(model)
-    clean, marked = pool_logprobs(logprob_fn(suspect), probes)
-    sus = response_matrices(clean, marked, probes.labels)
-    ref = None
-    if reference:
-        rc_, rm_ = pool_logprobs(logprob_fn(load_suspect(reference)), probes)
-        ref = response_matrices(rc_, rm_, probes.labels)
-    cols = np.arange(probes.pool_size)
-    if exclude_true:
-        cols = np.setdiff1d(cols, probes.true_index)
+    ref_model = load_suspect(reference) if reference else None
     gen = torch.Generator().manual_seed(seed)
-    ours = rotation_null(sus, ref, trials, cols, BlackboxConfig(permutations=2000), gen)
-    c = len(probes.true_index)
-    kept = marked[torch.from_numpy(cols)]  # the pool without the excluded carriers
-    naive = [
-        paired_ttest_log10_p(
-            clean, kept, probes.labels, torch.randperm(len(cols), generator=gen)[:c].numpy()
-        )
-        for _ in range(trials)
-    ]
-    # White-box: fresh carriers per trial against one alignment of this model.
     carriers_bytes, marker_bytes, marker_info = tracking.fetch_release_secrets(release_run)
     true = Carriers.from_bytes(carriers_bytes)
+    if isinstance(probes, ResponseProbes):
+        ours, naive = _response_trials(suspect, ref_model, probes, true.dim, trials, gen)
+    else:
+        ours, naive = _pool_trials(suspect, ref_model, probes, trials, exclude_true, gen)
+    # White-box: fresh carriers per trial against one alignment of this model.
     marker = marker_from_spec(marker_info, weights=marker_bytes)
     images, _ = load_images(heldout, num_heldout)
     fm, fs = whitebox_features(marker, suspect.model, images, suspect_transform(suspect.arch))
@@ -105,3 +100,72 @@ def calibrate_model(
         "paired_ttest": summarise_pvalues(np.array(naive)),
         "whitebox": summarise_pvalues(np.array(white)),
     }
+
+
+def _pool_trials(
+    suspect: Any,
+    reference: Any,
+    probes: ProbeSet,
+    trials: int,
+    exclude_true: bool,
+    gen: torch.Generator,
+) -> tuple[np.ndarray, list[float]]:
+    """(black-box log10 p, paired t log10 p) of ``trials`` pool rotations."""
+    clean, marked = pool_logprobs(logprob_fn(suspect), probes)
+    sus = response_matrices(clean, marked, probes.labels)
+    ref = None
+    if reference is not None:
+        ref = response_matrices(*pool_logprobs(logprob_fn(reference), probes), probes.labels)
+    cols = np.arange(probes.pool_size)
+    if exclude_true:
+        cols = np.setdiff1d(cols, probes.true_index)
+    ours = rotation_null(sus, ref, trials, cols, BlackboxConfig(permutations=2000), gen)
+    c = len(probes.true_index)
+    kept = marked[torch.from_numpy(cols)]  # the pool without the excluded carriers
+    naive = [
+        paired_ttest_log10_p(
+            clean, kept, probes.labels, torch.randperm(len(cols), generator=gen)[:c].numpy()
+        )
+        for _ in range(trials)
+    ]
+    return ours, naive
+
+
+def _response_trials(
+    suspect: Any,
+    reference: Any,
+    probes: ResponseProbes,
+    dim: int,
+    trials: int,
+    gen: torch.Generator,
+) -> tuple[np.ndarray, list[float]]:
+    """(response-test log10 p with fresh carriers, paired t log10 p on a fresh pattern pool)."""
+    c, k = probes.pool_size, probes.pattern_freqs
+    fn = logprob_fn(suspect)
+    sus = sensitivity(fn, probes)
+    ref = sensitivity(logprob_fn(reference), probes) if reference is not None else None
+
+    def fresh() -> np.ndarray:
+        return pattern_coefficients(draw_carriers(c, dim).vectors, k).numpy()
+
+    ours = response_null(sus, ref, trials, fresh)
+    # The naive test needs copies marked with many carriers: a fresh pool, none of the key's.
+    pool = draw_carriers(NAIVE_POOL, dim).vectors
+    x0 = probes.images.to(torch.float64) / 255.0
+    h, w = x0.shape[-2:]
+    n = x0.shape[0]
+    marked = torch.stack(
+        [
+            add_patterns(x0, render_patterns(v.expand(n, -1), h, w, k), probes.psnr_floor)
+            for v in pool
+        ]
+    )
+    clean = fn(probes.images)
+    logp = fn(marked.flatten(0, 1)).reshape(NAIVE_POOL, n, -1)
+    naive = [
+        paired_ttest_log10_p(
+            clean, logp, probes.labels, torch.randperm(NAIVE_POOL, generator=gen)[:c].numpy()
+        )
+        for _ in range(trials)
+    ]
+    return ours, naive

@@ -68,7 +68,25 @@ def evidence_html(evidence: dict[str, Any], figures: dict[str, bytes]) -> str:
         ),
         "<h2>Black-box test</h2>",
     ]
-    if bb.get("ran"):
+    if bb.get("ran") and bb["statistic"] == "response":
+        parts += [
+            f"<p>{html.escape(bb['name'])}. Under H0 the suspect never saw the key, so each "
+            "class's cosine is one coordinate of a uniform direction, independent over "
+            "classes: the null law of their sum is known exactly and p is computed from it "
+            "(a conservative lattice bound), with no control carriers and no extrapolation.</p>",
+            _rows(
+                [
+                    ("log10 p", f"{bb['log10_p']:.3f} ({bb['tail']})"),
+                    ("z (summed cosines, standardised)", f"{bb['z']:.3f}"),
+                    ("cosine x sqrt(m) per class", [round(v, 2) for v in bb["z_per_class"]]),
+                    ("statistic", bb["statistic"]),
+                    ("probes, classes", f"{bb['num_probes']}, {bb['pool_size']}"),
+                    ("clean reference model", bb.get("reference") or "none"),
+                ]
+            ),
+            _img(figures.get("blackbox_null"), "black-box statistic against its null"),
+        ]
+    elif bb.get("ran"):
         parts += [
             f"<p>{html.escape(bb['name'])}. Under H0 the suspect never saw any carrier of the "
             "pool, so the true carriers are exchangeable with the controls and the permutation "

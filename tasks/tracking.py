@@ -299,7 +299,8 @@ def log_release_run(
 ) -> str:
     """Log a finished release as one run in :data:`RELEASES`; returns its run id.
 
-    probes_bytes: the black-box probe set (``ProbeSet.to_bytes()``), private like the carriers.
+    probes_bytes: the black-box probe set (``ProbeSet`` or ``ResponseProbes`` bytes), private like
+    the carriers.
 
     manifest: the release manifest (``tasks.release.write_manifest``); its ``"release"`` key, or
     else ``params["release"]``, is the release URL. ``carriers_bytes`` (``Carriers.to_bytes()``)

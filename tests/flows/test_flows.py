@@ -92,7 +92,9 @@ def test_audit_flow_logs_a_run_and_tags_the_model_version(home, fmnist_dirs, tmp
     assert evidence["release"]["carrier_fingerprint"] == summary["carrier_fingerprint"]
     assert len(evidence["test"]["cosines"]) == 10 and evidence["verdict"] == result["verdict"]
     bb = evidence["blackbox"]
-    assert bb["ran"] and bb["pool_size"] == 16 and bb["num_probes"] == 50
+    # A pattern release (the default) is audited by the response test: no control carriers.
+    assert bb["ran"] and bb["statistic"] == "response" and bb["tail"] == "exact"
+    assert bb["pool_size"] == 10 and bb["num_probes"] == 50
     assert bb["log10_p"] == pytest.approx(result["log10_p_blackbox"])
     page = report.read_text()
     assert summary["carrier_fingerprint"] in page and "data:image/png;base64," in page

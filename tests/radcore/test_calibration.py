@@ -3,7 +3,8 @@
 A marker and a clean reference trained on one part of Fashion-MNIST, a clean subject trained
 on another, probe images from the test split marked with a pool of carriers that no model has
 seen. Every rotation of pool carriers into the "true" role is an audit under H0: radtrace's
-black-box p-values must be uniform; the per-image paired t-test must show that it is not.
+black-box p-values must be uniform; the per-image paired t-test must show that it is not. The
+response test (pattern releases) is audited the same way, with a fresh key per trial.
 """
 
 import random
@@ -22,7 +23,9 @@ from radcore.blackbox import (
 )
 from radcore.datasets import load_fashion_mnist
 from radcore.nets import build_classifier
+from radcore.patterns import pattern_coefficients
 from radcore.probes import draw_pool, mark_probes, pool_logprobs, select_probes
+from radcore.response import make_response_probes, response_null, sensitivity
 from radcore.train import TrainConfig, log_probabilities, train_classifier
 
 pytestmark = pytest.mark.slow
@@ -56,6 +59,15 @@ def world(fashion_mnist_test):
     return subject, reference, probes, patterns
 
 
+@pytest.fixture(scope="module")
+def response_world(world, fashion_mnist_test):
+    """Response probes of the test split (50 per class: the release default)."""
+    xt, yt = fashion_mnist_test
+    pick = select_probes(yt, 50, 10)
+    carriers = rc.draw_carriers(10, 64, randbytes=random.Random(7).randbytes)
+    return make_response_probes(xt[pick], yt[pick], carriers, 40.0)
+
+
 def _fn(model):
     return lambda images: log_probabilities(model, images, MEAN, STD)
 
@@ -82,3 +94,22 @@ def test_blackbox_is_calibrated_and_the_paired_ttest_is_not(world, method):
     false_positives = int((naive <= 0.05).sum())
     assert stats.binomtest(false_positives, len(naive), 0.05, "greater").pvalue < 1e-3
     assert stats.binomtest(int((ours <= 0.05).sum()), len(ours), 0.05, "greater").pvalue > 1e-3
+
+
+def test_the_response_test_is_calibrated_on_trained_models(world, response_world):
+    """Null audits of the response test on the clean subject with its reference: a fresh key per
+    trial (seeded here; os.urandom in a release), the model's sensitivity measured once."""
+    subject, reference, _, _ = world
+    sus = sensitivity(_fn(subject), response_world)
+    ref = sensitivity(_fn(reference), response_world)
+    source = random.Random(11)
+
+    def fresh():
+        car = rc.draw_carriers(10, 64, randbytes=source.randbytes)
+        return pattern_coefficients(car.vectors).numpy()
+
+    for reference_part in (ref, None):
+        p = 10 ** response_null(sus, reference_part, 1000, fresh)
+        assert stats.kstest(p, "uniform").pvalue > 0.001
+        assert stats.binomtest(int((p <= 0.05).sum()), len(p), 0.05, "greater").pvalue > 1e-3
+        assert stats.binomtest(int((p <= 0.01).sum()), len(p), 0.01, "greater").pvalue > 1e-3

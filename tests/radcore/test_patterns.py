@@ -125,11 +125,21 @@ def test_a_model_that_learnt_the_patterns_is_found_by_the_blackbox_test(fashion_
     pool, true_index = draw_pool(car, 30, randbytes=random.Random(8).randbytes)
     probes = mark_probes(xt[pick], yt[pick], pool, true_index, marker, cfg)
     bb = BlackboxConfig(permutations=20_000)
+    planted, unmarked = fit(marked), fit(x)
     found = blackbox_from_logprobs(
-        *pool_logprobs(fit(marked), probes), probes.labels, true_index, cfg=bb
+        *pool_logprobs(planted, probes), probes.labels, true_index, cfg=bb
     )
     clean = blackbox_from_logprobs(
-        *pool_logprobs(fit(x), probes), probes.labels, true_index, cfg=bb
+        *pool_logprobs(unmarked, probes), probes.labels, true_index, cfg=bb
     )
     assert found.log10_p < -4, found.log10_p  # measured: -5.15 (z 4.17); the clean model -0.19
     assert clean.log10_p > -3, clean.log10_p
+    # The response test on the same models: no controls, its null exact.
+    from radcore.response import make_response_probes, response_test, sensitivity
+
+    rp = make_response_probes(xt[pick], yt[pick], car, 30.0)
+    coef = rp.coefficients.numpy()
+    hit = response_test(sensitivity(planted, rp), coef)
+    miss = response_test(sensitivity(unmarked, rp), coef)
+    assert hit.log10_p < -6, hit.log10_p  # measured: -8.65 (z 5.63); the clean model -0.24
+    assert miss.log10_p > -3, miss.log10_p
