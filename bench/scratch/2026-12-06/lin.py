@@ -122,3 +122,18 @@ if os.environ.get("DIAG"):
             s = float(((DD * U[:10]).sum(1) / np.linalg.norm(DD, axis=1)).sum())
             zz = s / math.sqrt(10 / m)
             log(f"EXACT {nm} {lab}: cos-sum {s:.3f} z {zz:.2f} exact log10 p {exact_log10_p(s):.2f} normal {st.norm.logsf(zz)/math.log(10):.2f}")
+if os.environ.get("WHITEN"):
+    for nm in ("sus", "ctl"):
+        D, R = Ds[nm], Ds["ref"]; beta = float((D * R).sum() / (R * R).sum()); DD = D - beta * R
+        out = []
+        for lam in (0.03, 0.1, 0.3, 1.0, 3.0):
+            cov = DD.T @ DD / 10; cov = cov + lam * np.trace(cov) / m * np.eye(m)
+            ev, evec = np.linalg.eigh(cov)
+            for lab, W in (("inv", evec @ np.diag(1 / ev) @ evec.T), ("isqrt", evec @ np.diag(ev ** -0.5) @ evec.T)):
+                X = DD @ W
+                s = float(((X * U[:10]).sum(1) / np.linalg.norm(X, axis=1)).sum())
+                out.append(f"{lab} lam{lam}: {exact_log10_p(s):.2f}")
+        sd = DD.std(0); X = DD / sd
+        s = float(((X * U[:10]).sum(1) / np.linalg.norm(X, axis=1)).sum())
+        out.append(f"diag: {exact_log10_p(s):.2f}")
+        log(f"WHITEN {nm}: " + "; ".join(out))
