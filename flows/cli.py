@@ -408,7 +408,11 @@ def deploy(
 
 @app.command()
 def demo(
-    quick: bool = typer.Option(False, "--quick", help="Small sizes: about 5 minutes on 2 cores."),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="Smaller sizes (20,000 images per half, 6 epochs): about 4 minutes on 2 cores.",
+    ),
     fraction: float = typer.Option(0.1, min=0.01, max=1.0, help="Share of each class marked."),
     method: str = MethodOpt,
     skip_hardest: float = typer.Option(
@@ -427,7 +431,7 @@ def demo(
     releases the other half with FRACTION of each class marked, then a suspect is trained on
     the release and a control on the same images unmarked (same architecture and recipe).
     Both are registered in MLflow and audited with the black-box and the white-box test.
-    Full size: about 10 minutes on 2 cores (measured 7.6-9.3 min, 2026-12-04).
+    Full size: about 8 minutes on 2 cores (measured 7.3-7.7 min, 2026-12-04).
     """
     _adopt_stack()
     from flows.demo import TABLE_KEYS, DemoParams, demo_flow

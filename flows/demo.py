@@ -75,9 +75,9 @@ class DemoParams(BaseModel):
     @classmethod
     def quick(cls, **overrides: Any) -> DemoParams:
         base = dict(
-            num_per_half=8000,
+            num_per_half=20_000,
             marker_epochs=2,
-            epochs=4,
+            epochs=6,
             probes_per_class=30,
             num_controls=60,
             num_heldout=1000,
