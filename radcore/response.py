@@ -75,10 +75,10 @@ _CELL = 1e-3  # lattice cell width of one cosine, for C <= 10 classes (wider bey
 class ResponseProbes:
     """Clean probes and what the response test needs of the key.
 
-    images: n×C×H×W uint8; labels: n; coefficients: K×m float64, the unit pattern coefficients
-    of the release's K classes (private: they are the pattern part of the key); psnr_floor: the
-    probe amplitude (the release's floor); pattern_freqs: K of :mod:`radcore.patterns`;
-    carrier_fingerprint: SHA-256 of the release's carriers.
+    images: n×C×H×W uint8; labels: n; coefficients: float64, one unit row of m pattern
+    coefficients per class of the release (private: they are the pattern part of the key);
+    psnr_floor: the probe amplitude (the release's floor); pattern_freqs: K of
+    :mod:`radcore.patterns`; carrier_fingerprint: SHA-256 of the release's carriers.
     """
 
     images: torch.Tensor
@@ -188,6 +188,11 @@ def sensitivity(
         step = (amp * b).expand_as(x)
         up = logprob_fn(_store(x, step)).to(torch.float64)
         down = logprob_fn(_store(x, -step)).to(torch.float64)
+        if up.shape[1] != c:
+            raise ValueError(
+                f"the model has {up.shape[1]} outputs but the release has {c} classes: audit it "
+                "against a release of the classes it predicts"
+            )
         rows.append((((up - down) / 2) * other).sum(0) / count)  # C
         if on_basis is not None:
             on_basis(1)
@@ -212,7 +217,7 @@ def _lattice(num_classes: int, m: int) -> tuple[float, np.ndarray]:
 
 
 def cosine_sum_log10_sf(s: float, num_classes: int, m: int) -> float:
-    """log10 of the conservative bound on P(S >= s) (step 4 of the module docstring) for the sum
+    """log10 of the conservative bound on P(S >= s) (step 5 of the module docstring) for the sum
     S of ``num_classes`` i.i.d. cosines between a fixed vector and a uniform direction in R^m."""
     if num_classes < 1 or m < 2:
         raise ValueError(f"need >= 1 class and m >= 2, got {num_classes} and {m}")

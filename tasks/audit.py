@@ -39,6 +39,7 @@ from radcore.probes import ProbeSet, pool_logprobs
 from radcore.response import ResponseProbes, response_test, sensitivity
 from tasks import storage
 from tasks.models import classifier_from_bytes, state_bytes
+from tasks.probes import load_probe_set
 
 __all__ = [
     "Suspect",
@@ -248,8 +249,6 @@ def release_blackbox(
     data = tracking.fetch_release_probes(release_run)
     if data is None:
         return None, None
-    from tasks.probes import load_probe_set
-
     probes = load_probe_set(data)
     reference = reference or tracking.release_params(release_run).get("reference") or None
     ref_model = load_suspect(reference, trust_pickle=trust_pickle) if reference else None

@@ -115,6 +115,8 @@ def test_the_sensitivity_of_a_linear_pattern_detector_points_along_its_patterns(
     cos = (d * probes.coefficients.numpy()).sum(1) / np.linalg.norm(d, axis=1)
     assert cos.min() > 0.95, cos
     assert response_test(d, probes.coefficients.numpy()).log10_p < -30
+    with pytest.raises(ValueError, match="has 10 classes"):
+        sensitivity(lambda images: logprob(images)[:, :5], probes)
 
 
 def test_response_probes_round_trip_and_are_told_apart():
