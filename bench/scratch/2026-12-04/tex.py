@@ -49,7 +49,7 @@ def texture():
     p = (p + p.flip(1)) / 2
     return p / p.norm()
 if MODE == "lowfreq":
-    K = 6; k = torch.arange(K).double(); t = torch.arange(28).double()
+    K = int(os.environ.get("K", 6)); k = torch.arange(K).double(); t = torch.arange(28).double()
     b1 = torch.cos(math.pi * (t[None, :] + 0.5) * k[:, None] / 28); b1 = b1 / b1.norm(dim=1, keepdim=True)
     co = torch.randn(N, K, K, generator=g, dtype=torch.float64); co[:, 0, 0] = 0
     pats = torch.stack([(lambda p: (p + p.flip(1)) / 2)(torch.einsum("ab,ai,bj->ij", c, b1, b1)) for c in co]).float()
@@ -89,7 +89,8 @@ xm, ps = apply(xb[sel], pats[yb[sel]].unsqueeze(1), PSNR)
 log(f"{MODE}: marked {len(sel)} PSNR mean {ps.mean():.2f} min {ps.min():.2f}")
 xb[sel] = xm
 band_tag = f"{SKIP:g}{os.environ.get('SCORER', '')}" if os.environ.get("SELECT") == "band" else ""
-tag = f"tex{os.environ.get('SELECT', '')}{band_tag}_{MODE}_p{PSNR}_q{Q}_f{FLO}-{FHI}_n{NG}_s{SEED}"
+k_tag = f"_K{os.environ['K']}" if os.environ.get("K", "6") != "6" else ""  # K: lowfreq's DCT size
+tag = f"tex{os.environ.get('SELECT', '')}{band_tag}_{MODE}{k_tag}_p{PSNR}_q{Q}_f{FLO}-{FHI}_n{NG}_s{SEED}"
 sus = cached(tag, lambda: train(xb, yb, 3))
 ctl = cached("ctl_vgg", lambda: train(xtr[B], ytr[B], 3))
 ref = cached("ref_vgg_A", lambda: train(xtr[A], ytr[A], 21))

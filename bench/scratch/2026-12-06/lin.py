@@ -20,7 +20,7 @@ SEED = int(os.environ.get("SEED", 7)); TAG = os.environ["TAG"]; PER = int(os.env
 PP = [float(v) for v in os.environ.get("PROBE_PSNR", "40").split(",")]
 xte, yte = load_fashion_mnist("test")
 # tex.py's lowfreq patterns for this seed (N = 100, true = columns 0..9)
-g = torch.Generator().manual_seed(SEED); N = 100; K = 6
+g = torch.Generator().manual_seed(SEED); N = 100; K = int(os.environ.get("K", 6))
 k = torch.arange(K).double(); t = torch.arange(28).double()
 b1 = torch.cos(math.pi * (t[None, :] + 0.5) * k[:, None] / 28); b1 = b1 / b1.norm(dim=1, keepdim=True)
 co = torch.randn(N, K, K, generator=g, dtype=torch.float64); co[:, 0, 0] = 0
@@ -111,7 +111,7 @@ def cos_null_sf(m=17, C=10, h=1e-3):
     centres = -C + C * h / 2 + h * np.arange(len(law))  # each cell at its centre: sum of centres
     tail = np.cumsum(law[::-1])[::-1]
     return centres, tail
-GRID, TAIL = cos_null_sf()
+GRID, TAIL = cos_null_sf(m=m)
 def exact_log10_p(s):  # P(S >= s) <= P(S_lattice >= s - C h/2)
     i = np.searchsorted(GRID, s - 10 * 1e-3 / 2, side="left")
     return float(np.log10(TAIL[min(i, len(TAIL) - 1)])) if i < len(TAIL) else -np.inf
