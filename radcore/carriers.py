@@ -19,7 +19,13 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-__all__ = ["Carriers", "draw_carriers", "load_carriers", "save_carriers"]
+__all__ = [
+    "Carriers",
+    "draw_carriers",
+    "load_carriers",
+    "safetensors_metadata",
+    "save_carriers",
+]
 
 _TENSOR_KEY = "carriers"
 _FORMAT = "radtrace-carriers/1"
@@ -90,8 +96,7 @@ class Carriers:
     @classmethod
     def from_bytes(cls, data: bytes) -> Carriers:
         """Inverse of :meth:`to_bytes`; checks the stored fingerprint."""
-        header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
-        meta = _read_metadata(data, header_len)
+        meta = safetensors_metadata(data)
         tensors = st_load(data)
         if _TENSOR_KEY not in tensors:
             raise ValueError("not a radtrace carriers file (no 'carriers' tensor)")
@@ -104,7 +109,9 @@ class Carriers:
         return out
 
 
-def _read_metadata(data: bytes, header_len: int) -> dict[str, str]:
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of safetensors bytes (radtrace's files keep their format there)."""
+    header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
     if header_len <= 0 or header_len > len(data) - 8:
         raise ValueError("not a safetensors file")
     header = json.loads(data[8 : 8 + header_len])

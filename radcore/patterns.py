@@ -119,8 +119,8 @@ def add_patterns(x0: torch.Tensor, patterns: torch.Tensor, floor: float) -> torc
     pattern = patterns.to(x0.device, torch.float64).unsqueeze(1).expand(b, c, h, w)
     x0 = x0.to(torch.float64)
     target = 10.0 ** (-(floor + 0.05) / 10.0)  # MSE on the [0, 1] scale, a little above the floor
-    # A unit pattern on every channel has MSE amp² / (H·W) before clipping and rounding.
-    amp = torch.full((b,), math.sqrt(target * h * w), dtype=torch.float64, device=x0.device)
+    start = pattern_amplitude(h, w, floor + 0.05)  # before clipping and rounding
+    amp = torch.full((b,), start, dtype=torch.float64, device=x0.device)
     for _ in range(8):
         q = _store(x0, pattern, amp)
         mse = (q.to(torch.float64) / 255 - x0).pow(2).flatten(1).mean(1)

@@ -7,7 +7,6 @@ same procedure for each (see :mod:`radcore.blackbox` for why that makes the test
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from radcore.carriers import Carriers, draw_carriers
+from radcore.carriers import Carriers, draw_carriers, safetensors_metadata
 from radcore.mark import MarkConfig, mark
 from radcore.markers import Marker
 
@@ -96,8 +95,7 @@ class ProbeSet:
         missing = {"images", "labels", "marked", "true_index"} - set(t)
         if missing:
             raise ValueError(f"not a radtrace probe set: it lacks {sorted(missing)}")
-        header = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8 : 8 + header]).get("__metadata__", {}) or {}
+        meta = safetensors_metadata(data)
         return cls(
             t["images"],
             t["labels"],

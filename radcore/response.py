@@ -41,7 +41,6 @@ to +1.9).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ from safetensors.torch import save as st_save
 from scipy import stats
 
 from radcore.blackbox import BlackboxDetection
-from radcore.carriers import Carriers
+from radcore.carriers import Carriers, safetensors_metadata
 from radcore.patterns import pattern_amplitude, pattern_basis, pattern_coefficients
 
 __all__ = [
@@ -115,7 +114,7 @@ class ResponseProbes:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ResponseProbes:
-        meta = _metadata(data)
+        meta = safetensors_metadata(data)
         if meta.get("format") != _FORMAT:
             raise ValueError(f"not a radtrace response probe set (format {meta.get('format')!r})")
         t = st_load(data)
@@ -129,14 +128,9 @@ class ResponseProbes:
         )
 
 
-def _metadata(data: bytes) -> dict[str, str]:
-    header = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + header]).get("__metadata__", {}) or {}
-
-
 def is_response_probes(data: bytes) -> bool:
     """Whether safetensors bytes hold a :class:`ResponseProbes` (else a pool probe set)."""
-    return _metadata(data).get("format") == _FORMAT
+    return safetensors_metadata(data).get("format") == _FORMAT
 
 
 def make_response_probes(
@@ -254,13 +248,15 @@ def _prepare(suspect: np.ndarray, reference: np.ndarray | None, whiten: float | 
     return d @ (vectors / np.sqrt(values)) @ vectors.T
 
 
-def _cosines(d: np.ndarray, coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class cosines of D' with the coefficients, and the mask of classes with D'_c != 0."""
+def _score(d: np.ndarray, coefficients: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """(per-class cosines of D'' with the coefficients, classes with D''_c != 0, log10 p)."""
     norm = np.linalg.norm(d, axis=1)
     live = norm > 0
     cos = np.zeros(len(d))
     cos[live] = (d[live] * coefficients[live]).sum(1) / norm[live]
-    return cos, live
+    k = int(live.sum())
+    log10_p = cosine_sum_log10_sf(float(cos[live].sum()), k, d.shape[1]) if k else 0.0
+    return cos, k, log10_p
 
 
 def response_test(
@@ -283,10 +279,8 @@ def response_test(
     if d.shape != u.shape:
         raise ValueError(f"sensitivity {d.shape} and coefficients {u.shape} differ in shape")
     c, m = u.shape
-    cos, live = _cosines(d, u)
-    k = int(live.sum())
-    s = float(cos[live].sum())
-    log10_p = cosine_sum_log10_sf(s, k, m) if k else 0.0
+    cos, k, log10_p = _score(d, u)
+    s = float(cos.sum())  # dead classes hold 0
     rng = generator if generator is not None else np.random.default_rng(0)
     t = 2 * rng.beta((m - 1) / 2, (m - 1) / 2, size=(null_samples, max(k, 1))) - 1
     scale = math.sqrt(max(k, 1) / m)
@@ -316,9 +310,4 @@ def response_null(
     """Null audits: ``trials`` log10 p of the test with coefficient sets from ``draw()`` (C×m unit
     rows of fresh carriers, which the model cannot have seen)."""
     d = _prepare(suspect, reference, whiten)
-    out = np.empty(trials)
-    for i in range(trials):
-        cos, live = _cosines(d, np.asarray(draw(), dtype=np.float64))
-        k = int(live.sum())
-        out[i] = cosine_sum_log10_sf(float(cos[live].sum()), k, d.shape[1]) if k else 0.0
-    return out
+    return np.array([_score(d, np.asarray(draw(), dtype=np.float64))[2] for _ in range(trials)])

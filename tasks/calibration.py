@@ -29,9 +29,11 @@ from radcore.blackbox import (
 )
 from radcore.carriers import Carriers, draw_carriers
 from radcore.detect import mapped_rows, score_mapped_rows, whitebox_features
+from radcore.mark import MarkConfig
+from radcore.markers import Marker
 from radcore.nets import last_linear
-from radcore.patterns import add_patterns, pattern_coefficients, render_patterns
-from radcore.probes import ProbeSet, pool_logprobs
+from radcore.patterns import pattern_coefficients
+from radcore.probes import ProbeSet, mark_probes, pool_logprobs
 from radcore.response import ResponseProbes, response_null, sensitivity
 from tasks.audit import load_suspect, logprob_fn, suspect_transform
 from tasks.datasets import load_images
@@ -81,12 +83,12 @@ def calibrate_model(
     gen = torch.Generator().manual_seed(seed)
     carriers_bytes, marker_bytes, marker_info = tracking.fetch_release_secrets(release_run)
     true = Carriers.from_bytes(carriers_bytes)
+    marker = marker_from_spec(marker_info, weights=marker_bytes)
     if isinstance(probes, ResponseProbes):
-        ours, naive = _response_trials(suspect, ref_model, probes, true.dim, trials, gen)
+        ours, naive = _response_trials(suspect, ref_model, probes, marker, trials, gen)
     else:
         ours, naive = _pool_trials(suspect, ref_model, probes, trials, exclude_true, gen)
     # White-box: fresh carriers per trial against one alignment of this model.
-    marker = marker_from_spec(marker_info, weights=marker_bytes)
     images, _ = load_images(heldout, num_heldout)
     fm, fs = whitebox_features(marker, suspect.model, images, suspect_transform(suspect.arch))
     w_tilde = mapped_rows(fm, fs, last_linear(suspect.model).weight)
@@ -100,6 +102,23 @@ def calibrate_model(
         "paired_ttest": summarise_pvalues(np.array(naive)),
         "whitebox": summarise_pvalues(np.array(white)),
     }
+
+
+def _naive_trials(
+    clean: torch.Tensor,
+    marked: torch.Tensor,
+    labels: torch.Tensor,
+    c: int,
+    trials: int,
+    gen: torch.Generator,
+) -> list[float]:
+    """Paired t log10 p of ``trials`` random draws of C pool columns as the "true" carriers."""
+    return [
+        paired_ttest_log10_p(
+            clean, marked, labels, torch.randperm(marked.shape[0], generator=gen)[:c].numpy()
+        )
+        for _ in range(trials)
+    ]
 
 
 def _pool_trials(
@@ -120,22 +139,15 @@ def _pool_trials(
     if exclude_true:
         cols = np.setdiff1d(cols, probes.true_index)
     ours = rotation_null(sus, ref, trials, cols, BlackboxConfig(permutations=2000), gen)
-    c = len(probes.true_index)
     kept = marked[torch.from_numpy(cols)]  # the pool without the excluded carriers
-    naive = [
-        paired_ttest_log10_p(
-            clean, kept, probes.labels, torch.randperm(len(cols), generator=gen)[:c].numpy()
-        )
-        for _ in range(trials)
-    ]
-    return ours, naive
+    return ours, _naive_trials(clean, kept, probes.labels, len(probes.true_index), trials, gen)
 
 
 def _response_trials(
     suspect: Any,
     reference: Any,
     probes: ResponseProbes,
-    dim: int,
+    marker: Marker,
     trials: int,
     gen: torch.Generator,
 ) -> tuple[np.ndarray, list[float]]:
@@ -146,26 +158,12 @@ def _response_trials(
     ref = sensitivity(logprob_fn(reference), probes) if reference is not None else None
 
     def fresh() -> np.ndarray:
-        return pattern_coefficients(draw_carriers(c, dim).vectors, k).numpy()
+        return pattern_coefficients(draw_carriers(c, marker.dim).vectors, k).numpy()
 
     ours = response_null(sus, ref, trials, fresh)
     # The naive test needs copies marked with many carriers: a fresh pool, none of the key's.
-    pool = draw_carriers(NAIVE_POOL, dim).vectors
-    x0 = probes.images.to(torch.float64) / 255.0
-    h, w = x0.shape[-2:]
-    n = x0.shape[0]
-    marked = torch.stack(
-        [
-            add_patterns(x0, render_patterns(v.expand(n, -1), h, w, k), probes.psnr_floor)
-            for v in pool
-        ]
-    )
-    clean = fn(probes.images)
-    logp = fn(marked.flatten(0, 1)).reshape(NAIVE_POOL, n, -1)
-    naive = [
-        paired_ttest_log10_p(
-            clean, logp, probes.labels, torch.randperm(NAIVE_POOL, generator=gen)[:c].numpy()
-        )
-        for _ in range(trials)
-    ]
-    return ours, naive
+    pool = draw_carriers(NAIVE_POOL, marker.dim, marker_id=marker.marker_id)
+    cfg = MarkConfig(method="pattern", psnr_floor=probes.psnr_floor, pattern_freqs=k)
+    naive_probes = mark_probes(probes.images, probes.labels, pool, np.arange(c), marker, cfg)
+    clean, marked = pool_logprobs(fn, naive_probes)
+    return ours, _naive_trials(clean, marked, probes.labels, c, trials, gen)

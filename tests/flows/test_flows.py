@@ -164,3 +164,24 @@ def test_model_folder_and_state_dict_checkpoints_audit_without_the_registry(
     )
     assert by_pt["log10_p_whitebox"] == pytest.approx(by_folder["log10_p_whitebox"])
     assert state_bytes(net) == (folder / "model.safetensors").read_bytes()
+
+
+def test_calibration_task_runs_on_a_pattern_release(home, fmnist_dirs, tmp_path):
+    """`radtrace experiment`'s calibration task on a real release run and a registered model
+    that never saw it: every test reports its null audits (their figures are measured by
+    `radtrace experiment`, README; 40 trials are too few to assert calibration here)."""
+    from tasks.calibration import calibrate_model
+
+    summary = _release(home, fmnist_dirs, tmp_path)
+    _register("clean-b", seed=2)
+    out = calibrate_model.fn(
+        "models:/clean-b/1",
+        summary["mlflow_run_id"],
+        None,
+        str(fmnist_dirs["heldout"]),
+        trials=40,
+        num_heldout=100,
+    )
+    for test in ("blackbox", "paired_ttest", "whitebox"):
+        assert out[test]["trials"] == 40
+        assert 0.0 <= out[test]["fpr_0.01"] <= out[test]["fpr_0.05"] <= 1.0
