@@ -96,11 +96,9 @@ def audit_one(
         "log10_p_adjusted": log10_p_adjusted,
     }
     if bb is not None:
-        metrics.update(
-            log10_p_blackbox=bb.log10_p,
-            z_blackbox=bb.z,
-            log10_p_blackbox_permutation=bb.log10_p_permutation,
-        )
+        metrics.update(log10_p_blackbox=bb.log10_p, z_blackbox=bb.z)
+        if bb.statistic != "response":  # the response test's p is exact: no separate count
+            metrics["log10_p_blackbox_permutation"] = bb.log10_p_permutation
     from tasks.report import evidence_html
 
     page = evidence_html(evidence, figures)

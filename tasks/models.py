@@ -43,18 +43,19 @@ _ARCH_KEYS = ("arch", "num_classes", "in_channels", "mean", "std")
 def arch_record(
     arch: str,
     num_classes: int,
-    in_channels: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    in_channels: int | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """The architecture record stored with a model: enough to rebuild it without pickle."""
+    """The architecture record stored with a model: enough to rebuild it without pickle.
+    ``in_channels``, ``mean`` and ``std`` may be left None for the training task to measure."""
     return {
         "arch": arch,
         "num_classes": num_classes,
         "in_channels": in_channels,
-        "mean": list(mean),
-        "std": list(std),
+        "mean": None if mean is None else list(mean),
+        "std": None if std is None else list(std),
         "kwargs": kwargs,
     }
 

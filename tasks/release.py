@@ -15,10 +15,11 @@ shards by largest remainder. Inside a shard, ``selection="hard"`` takes the imag
 that the marker's own classifier finds hardest (highest cross-entropy on their label): a trainer
 fits those last, with the least help from natural features, and that is where it picks up the
 carrier (measured in bench/scratch/2026-12-04/hardsel.py: at 40 dB the black-box log10 p of
-a from-scratch suspect went from -0.3 with a random 10% to -3.1). ``skip_hardest`` (default 0)
+a from-scratch suspect went from -0.3 with a random 10% to -3.1). ``skip_hardest`` (default 0.02)
 passes over that share of the class at the very top of the ranking (often ambiguous or
-mislabelled images): with pattern marks, skipping the top 2% kept the suspect's accuracy at the
-control's but weakened the trace (README, "Marks"). ``"random"`` takes those with
+mislabelled images): with pattern marks, marking from the very top cost a suspect 0.5-1.2
+points of accuracy against its control, skipping the top 2% 0.1-0.8, for a somewhat weaker
+trace (README, "What `make demo` does"). ``"random"`` takes those with
 the smallest HMAC-SHA256 of their key under a secret derived from the carriers (ties of
 ``"hard"`` are broken the same way); ``"auto"`` (the default) is ``"hard"`` when the marker is a
 classifier of the dataset's classes, else ``"random"``. Under H0 the audited model never saw the
@@ -76,6 +77,10 @@ SELECTIONS = ("auto", "hard", "random")
 PSNR_BIN_EDGES = tuple(float(e) for e in range(30, 61))  # 1 dB bins, 30..60 dB
 
 
+# The share of each class passed over at the top of the hard ranking (module docstring).
+SKIP_HARDEST = 0.02
+
+
 @dataclass(frozen=True)
 class ReleaseConfig:
     """fraction: share of each class to mark, in [0, 1]. batch_size: images per mark() call.
@@ -88,7 +93,7 @@ class ReleaseConfig:
     mark: MarkConfig = field(default_factory=MarkConfig)
     batch_size: int = 250
     selection: str = "auto"
-    skip_hardest: float = 0.0
+    skip_hardest: float = SKIP_HARDEST
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:

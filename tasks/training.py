@@ -19,7 +19,7 @@ from radcore.train import TrainConfig, accuracy, train_classifier
 from tasks.datasets import load_images
 from tasks.models import build_model
 
-__all__ = ["train_on_shards"]
+__all__ = ["fill_arch", "train_on_shards"]
 
 
 @task(name="train-classifier", cache_policy=NONE, persist_result=False)
@@ -36,12 +36,14 @@ def train_on_shards(
 ) -> dict[str, Any]:
     """Train ``arch`` (an architecture record) on every image of the shard folder ``shards``;
     measure test accuracy on ``test``; log (and register as ``registered_name``) the model.
+    ``in_channels``, ``mean`` and ``std`` left as None in ``arch`` are taken from the images.
 
-    Returns ``{"uri", "name", "version", "run_id", "accuracy", "seconds_per_epoch"}``.
+    Returns ``{"uri", "name", "version", "run_id", "accuracy", "seconds_per_epoch", "arch"}``.
     """
     from tasks import tracking
 
     images, labels = load_images(shards)
+    arch = fill_arch(arch, images)
     if int(labels.max()) >= arch["num_classes"]:
         raise ValueError(
             f"{shards} has labels up to {int(labels.max())} but the architecture record has "
@@ -101,4 +103,18 @@ def train_on_shards(
         "run_id": ref.run_id,
         "accuracy": acc,
         "seconds_per_epoch": sum(result.seconds_per_epoch) / len(result.seconds_per_epoch),
+        "arch": arch,
     }
+
+
+def fill_arch(arch: dict[str, Any], images: torch.Tensor) -> dict[str, Any]:
+    """``arch`` with ``in_channels``, ``mean`` and ``std`` (per channel, on the [0, 1] scale)
+    taken from ``images`` (N×C×H×W uint8) where they are None."""
+    filled = dict(arch)
+    if filled.get("in_channels") is None:
+        filled["in_channels"] = int(images.shape[1])
+    if filled.get("mean") is None or filled.get("std") is None:
+        x = images.to(torch.float64).div(255).transpose(0, 1).flatten(1)  # C×(N·H·W)
+        filled["mean"] = [round(float(v), 4) for v in x.mean(1)]
+        filled["std"] = [round(max(float(v), 1e-3), 4) for v in x.std(1)]
+    return filled

@@ -34,7 +34,8 @@ def test_demo_prints_its_table_and_json(home: Path, tmp_path: Path, monkeypatch)
     assert table.exit_code == 0, table.output
     for text in ("suspect", "control", "PSNR mean", "pattern marks", "radtrace-audits"):
         assert text in table.output
-    raw = CliRunner().invoke(app, ["demo", "--quick", "--workdir", workdir, "--json"])
+    args = ["demo", "--quick", "--workdir", workdir, "--json", "--skip-hardest", "0.05"]
+    raw = CliRunner().invoke(app, args)
     assert raw.exit_code == 0, raw.output
     out = json.loads(raw.output.strip().splitlines()[-1])
     assert {"release", "psnr_mean", "psnr_min", "models"} <= set(out)
@@ -42,7 +43,20 @@ def test_demo_prints_its_table_and_json(home: Path, tmp_path: Path, monkeypatch)
     assert all(set(m) == set(TABLE_KEYS) for m in out["models"])
     assert [m["marked_fraction"] for m in out["models"]] == [0.1, 0.0]
     assert out["psnr_min"] >= 40.0 and out["details"]["params"]["method"] == "pattern"
+    assert out["details"]["params"]["skip_hardest"] == 0.05
     assert all(m["log10_p_blackbox"] <= 0 for m in out["models"])
+
+
+def test_skip_hardest_has_one_default():
+    # The release flow, the CLI and the full demo pass over the top 2%; --quick marks from the top.
+    from flows.params import ReleaseParams
+    from tasks.release import SKIP_HARDEST, ReleaseConfig
+
+    release = ReleaseParams(source="in", out="out")
+    assert release.skip_hardest == ReleaseConfig().skip_hardest == SKIP_HARDEST == 0.02
+    assert DemoParams().skip_hardest == SKIP_HARDEST
+    assert DemoParams.quick().skip_hardest == 0.0
+    assert DemoParams.quick(skip_hardest=0.03).skip_hardest == 0.03
 
 
 def test_demo_refuses_a_bad_method(home: Path):

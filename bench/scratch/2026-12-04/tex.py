@@ -91,7 +91,9 @@ xb[sel] = xm
 band_tag = f"{SKIP:g}{os.environ.get('SCORER', '')}" if os.environ.get("SELECT") == "band" else ""
 k_tag = f"_K{os.environ['K']}" if os.environ.get("K", "6") != "6" else ""  # K: lowfreq's DCT size
 tag = f"tex{os.environ.get('SELECT', '')}{band_tag}_{MODE}{k_tag}_p{PSNR}_q{Q}_f{FLO}-{FHI}_n{NG}_s{SEED}"
-sus = cached(tag, lambda: train(xb, yb, 3))
+TSEED = int(os.environ.get("TSEED", 3))  # the suspect's training seed (the control's is 3)
+if TSEED != 3: tag += f"_t{TSEED}"
+sus = cached(tag, lambda: train(xb, yb, TSEED))
 ctl = cached("ctl_vgg", lambda: train(xtr[B], ytr[B], 3))
 ref = cached("ref_vgg_A", lambda: train(xtr[A], ytr[A], 21))
 log("acc sus", accuracy(sus, xte[3000:], yte[3000:], M, S), "ctl", accuracy(ctl, xte[3000:], yte[3000:], M, S))
