@@ -208,7 +208,7 @@ def release(
         max=0.99,
         help="With hard selection: share of each class at the very top of the ranking passed "
         "over (often ambiguous or mislabelled images); default 0.02. 0 leaves a stronger trace "
-        "but cost a suspect 0.5-1.2 points of accuracy in the demo; 0.02 cost 0.1-0.8 (README).",
+        "but cost a suspect 0.5-1.2 points of accuracy in the demo; 0.02 at most 0.8 (README).",
     ),
     heldout: str | None = typer.Option(
         None, help="Shard folder of vanilla held-out images recorded for later audits."

@@ -70,7 +70,7 @@ class ReleaseParams(BaseModel):
         description="With hard selection: the share of each class at the very top of the "
         "ranking that is passed over (often ambiguous or mislabelled images). Marking from the "
         "very top (0) leaves a stronger trace but cost the suspect 0.5-1.2 points of accuracy "
-        "in the demo's measurements; 0.02 cost 0.1-0.8 (README).",
+        "in the demo's measurements; 0.02 at most 0.8 (README).",
     )
     max_samples_per_shard: int = Field(1000, ge=1, le=1_000_000)
     carriers_out: str | None = Field(

@@ -18,7 +18,7 @@ carrier (measured in bench/scratch/2026-12-04/hardsel.py: at 40 dB the black-box
 a from-scratch suspect went from -0.3 with a random 10% to -3.1). ``skip_hardest`` (default 0.02)
 passes over that share of the class at the very top of the ranking (often ambiguous or
 mislabelled images): with pattern marks, marking from the very top cost a suspect 0.5-1.2
-points of accuracy against its control, skipping the top 2% 0.1-0.8, for a somewhat weaker
+points of accuracy against its control, skipping the top 2% at most 0.8, for a somewhat weaker
 trace (README, "What `make demo` does"). ``"random"`` takes those with
 the smallest HMAC-SHA256 of their key under a secret derived from the carriers (ties of
 ``"hard"`` are broken the same way); ``"auto"`` (the default) is ``"hard"`` when the marker is a

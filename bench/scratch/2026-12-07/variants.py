@@ -11,6 +11,7 @@ from radcore.response import cosine_sum_log10_sf
 from radcore.train import log_probabilities
 torch.set_num_threads(2)
 M, S = (0.286,), (0.353,)
+import os; PP = float(os.environ.get("PROBE_PSNR", 40))  # probe amplitude (dB of one basis image)
 xte, yte = load_fashion_mnist("test")
 basis = pattern_basis(28, 28, 6); m = basis.shape[0]; fr = pattern_frequencies(6)
 pidx = torch.cat([(yte[:3000] == c).nonzero().flatten()[:50] for c in range(10)])
@@ -20,7 +21,7 @@ def key(seed):
     V = torch.stack([co[:, a, b] for a, b in fr], 1)[:10]
     return (V / V.norm(dim=1, keepdim=True)).numpy()
 def resp(model):
-    a = math.sqrt(784 * 10 ** (-40 / 10)) * 255; x = px.float(); out = []
+    a = math.sqrt(784 * 10 ** (-PP / 10)) * 255; x = px.float(); out = []
     for j in range(m):
         plus = (x + a * basis[j].float()).clamp(0, 255).round().to(torch.uint8)
         minus = (x - a * basis[j].float()).clamp(0, 255).round().to(torch.uint8)
