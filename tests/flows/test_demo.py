@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.demo import TABLE_KEYS, DemoParams
+from flows.params import ReleaseParams
+from tasks.release import SKIP_HARDEST, ReleaseConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -49,9 +51,6 @@ def test_demo_prints_its_table_and_json(home: Path, tmp_path: Path, monkeypatch)
 
 def test_skip_hardest_has_one_default():
     # The release flow, the CLI and the full demo pass over the top 2%; --quick marks from the top.
-    from flows.params import ReleaseParams
-    from tasks.release import SKIP_HARDEST, ReleaseConfig
-
     release = ReleaseParams(source="in", out="out")
     assert release.skip_hardest == ReleaseConfig().skip_hardest == SKIP_HARDEST == 0.02
     assert DemoParams().skip_hardest == SKIP_HARDEST
