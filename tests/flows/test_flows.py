@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,29 @@ def test_calibration_task_runs_on_a_pattern_release(home, fmnist_dirs, tmp_path)
     for test in ("blackbox", "paired_ttest", "whitebox"):
         assert out[test]["trials"] == 40
         assert 0.0 <= out[test]["fpr_0.01"] <= out[test]["fpr_0.05"] <= 1.0
+
+
+def test_release_with_a_marker_that_cannot_rank_warns_and_names_the_fix(
+    home, fmnist_dirs, tmp_path, caplog
+):
+    # The default ImageNet marker does not classify Fashion-MNIST: "auto" falls back to a
+    # random choice, which leaves pattern marks little trace, and the run log says what to do.
+    runs = logging.getLogger("prefect.flow_runs")
+    runs.addHandler(caplog.handler)
+    try:
+        params = ReleaseParams(
+            source=str(fmnist_dirs["train"]),
+            out=str(tmp_path / "release"),
+            fraction=0.25,
+            marker="efficientnet-lite0",
+            marker_input_size=32,
+            batch_size=64,
+            probes_per_class=0,
+        )
+        release_dataset(params)
+    finally:
+        runs.removeHandler(caplog.handler)
+    manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
+    assert manifest["mark"]["selection"] == "random"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("radtrace train" in m and "--marker models:/" in m for m in warned), warned
