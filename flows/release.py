@@ -37,7 +37,7 @@ __all__ = ["RANDOM_SELECTION_WARNING", "release_dataset"]
 _PICTURE_COUNT = 8
 RANDOM_SELECTION_WARNING = (
     "marker %s does not classify these %d classes, so the marks go to a keyed random share of "
-    "each class: pattern marks there leave little trace (README, 'Uses'). For a strong trace, "
+    "each class, where marks leave a weak trace (README, 'Uses'). For a strong trace, "
     "train a marker on images you do not release (`radtrace train OWNER_SHARDS --name "
     "my-marker`) and pass --marker models:/my-marker/1; --selection random silences this"
 )
