@@ -32,10 +32,10 @@ from tasks.steps import (
 )
 from tasks.tario import iter_tar_samples
 
-__all__ = ["RANDOM_SELECTION_WARNING", "release_dataset"]
+__all__ = ["release_dataset"]
 
 _PICTURE_COUNT = 8
-RANDOM_SELECTION_WARNING = (
+_RANDOM_SELECTION_WARNING = (
     "marker %s does not classify these %d classes, so the marks go to a keyed random share of "
     "each class, where marks leave a weak trace (README, 'Uses'). For a strong trace, "
     "train a marker on images you do not release (`radtrace train OWNER_SHARDS --name "
@@ -200,7 +200,7 @@ def release_dataset(params: ReleaseParams) -> dict[str, Any]:
         logger.info("drew carriers %s… (stored privately)", fingerprint[:16])
     plan = plan_shards(shards_url, params.out, carriers_url, marker_spec, cfg)
     if params.selection == "auto" and plan.cfg.selection == "random":
-        logger.warning(RANDOM_SELECTION_WARNING, plan.marker_id, len(index.classes))
+        logger.warning(_RANDOM_SELECTION_WARNING, plan.marker_id, len(index.classes))
     start = time.perf_counter()
     shard_tasks = plan.tasks()
     futures = mark_shard.map(

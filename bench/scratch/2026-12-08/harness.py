@@ -13,41 +13,28 @@ ALLOC=flat (default: Q of every class) or ALLOC=hard (the same total, each class
 proportional to how many of its public images the marker misclassifies, floored at FLOOR).
 Usage: KEY=1 .venv/bin/python bench/scratch/2026-12-08/harness.py
 """
-import os, time
+import os, sys, time
+sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np, torch
 from radcore.datasets import load_fashion_mnist
 from radcore.markers import marker_from_classifier
-from radcore.nets import build_classifier
 from radcore.patterns import add_patterns, render_patterns
 from radcore.probes import select_probes
 from radcore.response import make_response_probes, sensitivity
 from radcore.carriers import Carriers
-from radcore.train import TrainConfig, train_classifier, accuracy, log_probabilities
+from radcore.train import log_probabilities
+from common import M, S, cached, train
 
 torch.set_num_threads(2)
-M, S = (0.286,), (0.353,)
 T0 = time.time()
 def log(*a): print(f"[{time.time()-T0:7.1f}s]", *a, flush=True)
 KEY = int(os.environ.get("KEY", 1)); Q = float(os.environ.get("Q", 0.1))
 SKIP = float(os.environ.get("SKIP", 0.02)); ALLOC = os.environ.get("ALLOC", "flat")
 FLOOR = float(os.environ.get("FLOOR", 0.03)); PSNR = float(os.environ.get("PSNR", 40))
 EPOCHS = int(os.environ.get("EPOCHS", 8)); TSEED = int(os.environ.get("TSEED", 3))
-os.makedirs("/tmp/h8", exist_ok=True)
 xtr, ytr = load_fashion_mnist("train"); xte, yte = load_fashion_mnist("test")
 xo, yo, xp, yp = xtr[:30000], ytr[:30000], xtr[30000:], ytr[30000:]
 xh, yh, xt, yt = xte[:2000], yte[:2000], xte[2000:], yte[2000:]
-
-def cached(name, make):
-    path = f"/tmp/h8/{name}.pt"
-    if os.path.exists(path):
-        return torch.load(path, weights_only=False)
-    net = make(); torch.save(net, path); return net
-
-def train(arch, x, y, seed, epochs, **kw):
-    torch.manual_seed(seed)
-    net = build_classifier(arch, 10, 1, **kw)
-    train_classifier(net, x, y, M, S, TrainConfig(epochs=epochs), torch.Generator().manual_seed(seed))
-    return net
 
 marker_net = cached("marker", lambda: train("small_resnet", xo, yo, 1, 3, widths=[16, 32, 64, 128]))
 ref = cached("reference", lambda: train("vgg_small", xo, yo, 2, 8, width=16))

@@ -6,31 +6,19 @@ suspect's); 'pubres': the marker's small ResNet architecture on the clean public
 'ownvgg2': VGG on the owner half, seed 6. Their sensitivity matrices (key-independent: D depends
 on the model and the probes only) go to /tmp/h8/refs.npz. Run after harness.py (its cache).
 """
-import os
+import os, sys
+sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np, torch
 from radcore.carriers import Carriers
 from radcore.datasets import load_fashion_mnist
-from radcore.nets import build_classifier
 from radcore.probes import select_probes
 from radcore.response import make_response_probes, sensitivity
-from radcore.train import TrainConfig, train_classifier, log_probabilities
+from radcore.train import log_probabilities
+from common import M, S, cached, train
 
 torch.set_num_threads(int(os.environ.get("THREADS", 2)))
-M, S = (0.286,), (0.353,)
 xtr, ytr = load_fashion_mnist("train"); xte, yte = load_fashion_mnist("test")
 xh, yh = xte[:2000], yte[:2000]
-
-def cached(name, make):
-    path = f"/tmp/h8/{name}.pt"
-    if os.path.exists(path):
-        return torch.load(path, weights_only=False)
-    net = make(); torch.save(net, path); return net
-
-def train(arch, x, y, seed, **kw):
-    torch.manual_seed(seed)
-    net = build_classifier(arch, 10, 1, **kw)
-    train_classifier(net, x, y, M, S, TrainConfig(epochs=8), torch.Generator().manual_seed(seed))
-    return net
 
 models = {
     "pubvgg": lambda: train("vgg_small", xtr[30000:], ytr[30000:], 4, width=16),
